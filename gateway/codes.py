@@ -6,7 +6,8 @@ digits. They are stored as one ``uint64``::
     key = (27 * L1 + L2) * 10**12 + digits
 
 with ``L1`` in 1..26 and ``L2`` in 0..26 (0 for a one-letter code), so ``D…``
-and ``DA…`` never collide, and keys sort by letters, then digits. The largest
+and ``DA…`` never collide, and keys sort by letters (``D`` just before
+``DA``), then digits. The largest
 key, ``ZZ999999999999``, is below 2**50.
 
 Institution codes are one uppercase letter and eleven digits (``H…`` hospital,
@@ -22,8 +23,8 @@ from .errors import InvalidCodeError
 
 PRACTITIONER_DIGITS = 12
 INSTITUTION_DIGITS = 11
-_P_SCALE = 10**PRACTITIONER_DIGITS
-_I_SCALE = 10**INSTITUTION_DIGITS
+_P_SCALE: int = 10**PRACTITIONER_DIGITS
+_I_SCALE: int = 10**INSTITUTION_DIGITS
 MAX_PRACTITIONER_CODE_LEN = 2 + PRACTITIONER_DIGITS
 INSTITUTION_CODE_LEN = 1 + INSTITUTION_DIGITS
 _A = ord("A") - 1

@@ -153,7 +153,7 @@ def new_manifest(version: int, arrays: Arrays, meta: dict[str, Any]) -> Manifest
 
 def split_chunks(array: npt.NDArray[Any]) -> list[memoryview]:
     """The array's bytes in pieces of at most CHUNK_BYTES (at least one piece)."""
-    raw = memoryview(np.ascontiguousarray(array)).cast("B")
+    raw = np.ascontiguousarray(array).data.cast("B")
     if len(raw) == 0:
         return [raw]
     return [raw[i : i + CHUNK_BYTES] for i in range(0, len(raw), CHUNK_BYTES)]

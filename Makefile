@@ -1,0 +1,37 @@
+# The README's two commands:  `make run`  and  `make test`.
+# Each sets up what it needs on a fresh machine: redis-server (Debian
+# package) and a virtual environment with the project and its dev tools.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: setup run test lint bench-micro clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server (Debian package)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+# Starts a private redis-server, loads the sample data set through the
+# loader, starts the gateway and shows claims being decided; Ctrl-C stops it.
+run: setup
+	$(PY) -m gateway $(ARGS)
+
+# What CI runs (.ci/run): generated-code drift, lint, types, tests.
+test: setup
+	$(PY) -m proto.generate --check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy gateway loader proto/generate.py tests bench
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,115 @@
+"""The demo the embedded default shows: a few claims sent to the running
+gateway over real gRPC, and their decisions printed line by line."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import grpc
+
+from loader.sample import FIXED
+from proto.eligibility.v1 import eligibility_pb2 as pb
+from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
+
+from .days import today_cst
+
+
+def _yyyymmdd(date: dt.date) -> int:
+    return date.year * 10000 + date.month * 100 + date.day
+
+
+def demo_claims(today: dt.date) -> list[pb.CheckClaimRequest]:
+    """A hospital settlement and two pharmacy baskets exercising every rule."""
+    date = _yyyymmdd(today)
+    long_ago = _yyyymmdd(today - dt.timedelta(days=150))
+    line = pb.ClaimLine
+    return [
+        pb.CheckClaimRequest(
+            claim_id="HIS-20251125-0001",
+            institution_code=FIXED.hospital,
+            channel=pb.CHANNEL_HOSPITAL,
+            service_date=date,
+            lines=[
+                line(line_id="1", prescriber_code=FIXED.active_doctor, amount_fen=12800),
+                line(line_id="2", prescriber_code=FIXED.warned_doctor, amount_fen=4500),
+                line(line_id="3", prescriber_code=FIXED.suspended_doctor, amount_fen=23000),
+                line(
+                    line_id="4",
+                    prescriber_code=FIXED.suspended_doctor,
+                    emergency=True,
+                    item_code="抢救",
+                    amount_fen=98000,
+                ),
+                line(
+                    line_id="5",
+                    prescriber_code=FIXED.suspended_doctor,
+                    service_date=long_ago,
+                    amount_fen=5600,
+                ),
+                line(line_id="6", prescriber_code=FIXED.terminated_doctor, amount_fen=3100),
+                line(line_id="7", prescriber_code=FIXED.deregistered_doctor, amount_fen=700),
+                line(line_id="8", prescriber_code=FIXED.second_hospital_doctor, amount_fen=900),
+                line(line_id="9", prescriber_code="D1101-BAD", amount_fen=100),
+            ],
+        ),
+        pb.CheckClaimRequest(
+            claim_id="POS-20251125-0042",
+            institution_code=FIXED.pharmacy,
+            channel=pb.CHANNEL_PHARMACY,
+            principal_code=FIXED.active_principal,
+            service_date=date,
+            lines=[
+                line(line_id="1", prescriber_code=FIXED.second_hospital_doctor, amount_fen=3650),
+                line(line_id="2", prescriber_code="", item_code="OTC", amount_fen=1200),
+            ],
+        ),
+        pb.CheckClaimRequest(
+            claim_id="POS-20251125-0043",
+            institution_code=FIXED.pharmacy_with_suspended_principal,
+            channel=pb.CHANNEL_PHARMACY,
+            principal_code=FIXED.suspended_principal,
+            service_date=date,
+            lines=[line(line_id="1", prescriber_code=FIXED.active_doctor, amount_fen=2300)],
+        ),
+    ]
+
+
+def _name(enum: object, value: int) -> str:
+    return str(enum.Name(value)).split("_", 1)[1]  # type: ignore[attr-defined]
+
+
+def format_response(request: pb.CheckClaimRequest, response: pb.CheckClaimResponse) -> str:
+    channel = _name(pb.Channel, request.channel)
+    out = [
+        f"claim {response.claim_id} ({channel} {request.institution_code}, "
+        f"index v{response.index_version}): {response.rejected_lines} of "
+        f"{len(response.lines)} lines rejected"
+    ]
+    for req_line, decision in zip(request.lines, response.lines, strict=True):
+        until = f" until {decision.status_until}" if decision.status_until else ""
+        emergency = " emergency" if req_line.emergency else ""
+        out.append(
+            f"  line {decision.line_id:>2} {req_line.prescriber_code or '(OTC)':<15}"
+            f"{emergency:<10} -> {_name(pb.Decision, decision.decision):<26}"
+            f"{_name(pb.Reason, decision.reason):<30}"
+            f"{_name(pb.PractitionerStatus, decision.status)}{until}"
+        )
+    return "\n".join(out)
+
+
+async def show_demo_claims(address: str) -> None:
+    """Send the demo claims to the gateway at ``address`` and print the answers."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.EligibilityGatewayStub(channel)
+        for request in demo_claims(today_cst()):
+            response = await stub.CheckClaim(request, timeout=5)
+            print(format_response(request, response), flush=True)
+        status = await stub.GetPractitionerStatus(
+            pb.GetPractitionerStatusRequest(practitioner_code=FIXED.suspended_doctor), timeout=5
+        )
+        print(
+            f"status of {status.practitioner_code} on {status.date}: "
+            f"{_name(pb.PractitionerStatus, status.status)} until {status.status_until}, "
+            f"registered at {', '.join(status.institution_codes)}",
+            flush=True,
+        )

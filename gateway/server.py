@@ -1,0 +1,132 @@
+"""Wiring: the grpc.aio server with the eligibility service, the standard
+health service (NOT_SERVING until an index is loaded) and server reflection,
+plus the background tasks that keep the index current and write the audit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import grpc
+import redis.asyncio as aioredis
+from grpc_health.v1 import _async as health_aio  # what grpc_health.v1.health.aio names
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from proto.eligibility.v1 import eligibility_pb2 as pb
+from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
+
+from .audit import OverrideAudit
+from .decide import Policy
+from .feed import SnapshotFollower
+from .index import IndexHolder, StatusIndex
+from .servicer import EligibilityServicer
+from .settings import Settings
+from .snapshot import Keys
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EligibilityGateway"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass
+class Gateway:
+    """A running gateway: its server, bound port and background tasks."""
+
+    settings: Settings
+    server: grpc.aio.Server
+    port: int
+    holder: IndexHolder
+    health: health_aio.HealthServicer
+    follower: SnapshotFollower
+    audit: OverrideAudit
+    redis: aioredis.Redis
+    tasks: list[asyncio.Task[None]]
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Go NOT_SERVING, let in-flight calls finish, then stop everything."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        try:
+            await self.audit.flush()
+        except Exception as exc:  # Redis gone at shutdown: say what is lost
+            log.warning(
+                "override audit records not written at shutdown",
+                extra={"pending": len(self.audit.pending), "error": str(exc)[:200]},
+            )
+        await self.redis.aclose()
+
+
+def build_server(
+    settings: Settings, holder: IndexHolder, audit: OverrideAudit
+) -> tuple[grpc.aio.Server, health_aio.HealthServicer, int]:
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+    ]
+    server = grpc.aio.server(options=options)
+    servicer = EligibilityServicer(
+        holder,
+        Policy(
+            check_registered_at_institution=settings.check_registered_at_institution,
+            emergency_covers_terminated=settings.emergency_covers_terminated,
+        ),
+        max_lines_per_claim=settings.max_lines_per_claim,
+        overrides=audit,
+    )
+    pb_grpc.add_EligibilityGatewayServicer_to_server(servicer, server)
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+    return server, health_servicer, port
+
+
+async def start_gateway(settings: Settings) -> Gateway:
+    """Start serving; health says SERVING once the first index is loaded."""
+    if settings.redis_url is None:
+        raise ValueError("redis_url: start_gateway needs a Redis URL")
+    client = aioredis.Redis.from_url(settings.redis_url, socket_keepalive=True)
+    keys = Keys(settings.prefix)
+    holder = IndexHolder()
+    audit = OverrideAudit(client, keys.overrides)
+    server, health_servicer, port = build_server(settings, holder, audit)
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, NOT_SERVING)
+
+    async def serving(index: StatusIndex) -> None:
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, SERVING)
+
+    follower = SnapshotFollower(
+        client, keys, holder, poll_interval_s=settings.poll_interval_s, on_swap=serving
+    )
+    await server.start()
+    tasks = [asyncio.create_task(follower.run()), asyncio.create_task(audit.run())]
+    log.info("gateway listening", extra={"port": port, "prefix": settings.prefix})
+    return Gateway(settings, server, port, holder, health_servicer, follower, audit, client, tasks)
+
+
+async def wait_until_loaded(gateway: Gateway, timeout_s: float) -> StatusIndex:
+    """Wait for the first index; raise TimeoutError naming the Redis prefix."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while gateway.holder.current is None:
+        if loop.time() > deadline:
+            raise TimeoutError(
+                f"no snapshot published under prefix {gateway.settings.prefix!r} "
+                f"within {timeout_s} s"
+            )
+        await asyncio.sleep(0.05)
+    return gateway.holder.current

@@ -1,0 +1,204 @@
+"""The gRPC servicer: proto messages in, decision arrays through the kernel,
+proto messages out; domain errors to status codes in one table. No Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol
+
+import grpc
+import numpy as np
+
+from proto.eligibility.v1 import eligibility_pb2 as pb
+from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
+
+from . import codes
+from .claims import ParsedClaim, parse_claim
+from .days import DAY_NONE, DateError, day_to_yyyymmdd, today_day, yyyymmdd_to_day
+from .decide import Decisions, Policy, decide_lines, principal_payable
+from .domain import Status
+from .errors import (
+    EligibilityError,
+    IndexNotLoadedError,
+    InvalidCodeError,
+    InvalidRequestError,
+    LoadError,
+    SnapshotError,
+)
+from .index import IndexHolder, StatusIndex
+
+log = logging.getLogger(__name__)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+# One table from domain errors to gRPC status codes; most specific first.
+STATUS_FOR_ERROR: tuple[tuple[type[EligibilityError], grpc.StatusCode], ...] = (
+    (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidCodeError, grpc.StatusCode.INVALID_ARGUMENT),
+    (IndexNotLoadedError, grpc.StatusCode.UNAVAILABLE),
+    (SnapshotError, grpc.StatusCode.UNAVAILABLE),
+    (LoadError, grpc.StatusCode.FAILED_PRECONDITION),
+    (EligibilityError, grpc.StatusCode.INTERNAL),
+)
+
+
+def status_for(exc: EligibilityError) -> grpc.StatusCode:
+    for cls, code in STATUS_FOR_ERROR:
+        if isinstance(exc, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+class OverrideSink(Protocol):
+    """Where emergency overrides go for review; must not block."""
+
+    def record(
+        self,
+        request: pb.CheckClaimRequest,
+        claim: ParsedClaim,
+        line_indexes: Sequence[int],
+        decisions: Decisions,
+        index_version: int,
+    ) -> None: ...
+
+
+class EligibilityServicer(pb_grpc.EligibilityGatewayServicer):
+    def __init__(
+        self,
+        holder: IndexHolder,
+        policy: Policy,
+        *,
+        max_lines_per_claim: int,
+        overrides: OverrideSink,
+    ) -> None:
+        self.holder = holder
+        self.policy = policy
+        self.max_lines_per_claim = max_lines_per_claim
+        self.overrides = overrides
+
+    async def CheckClaim(
+        self, request: pb.CheckClaimRequest, context: Context
+    ) -> pb.CheckClaimResponse:
+        try:
+            return self.check_claim(request)
+        except EligibilityError as exc:
+            await context.abort(status_for(exc), str(exc))
+            raise  # unreachable: abort raises
+
+    async def CheckClaims(
+        self,
+        request_iterator: AsyncIterator[pb.CheckClaimRequest],
+        context: Context,
+    ) -> AsyncIterator[pb.CheckClaimResponse]:
+        position = 0
+        async for request in request_iterator:
+            try:
+                response = self.check_claim(request)
+            except EligibilityError as exc:
+                claim_id = request.claim_id[:64]
+                await context.abort(
+                    status_for(exc), f"request {position} (claim_id {claim_id!r}): {exc}"
+                )
+                raise
+            yield response
+            position += 1
+
+    async def GetPractitionerStatus(
+        self, request: pb.GetPractitionerStatusRequest, context: Context
+    ) -> pb.GetPractitionerStatusResponse:
+        try:
+            return self.practitioner_status(request)
+        except EligibilityError as exc:
+            await context.abort(status_for(exc), str(exc))
+            raise
+
+    def _index(self) -> StatusIndex:
+        index = self.holder.current
+        if index is None:
+            raise IndexNotLoadedError()
+        return index
+
+    def check_claim(self, request: pb.CheckClaimRequest) -> pb.CheckClaimResponse:
+        """Decide one claim (the body of CheckClaim and of each stream message)."""
+        index = self._index()
+        claim = parse_claim(request, max_lines=self.max_lines_per_claim, today_day=today_day())
+        institution_id = index.institution_id(claim.institution_key)
+        principal_ok = claim.pharmacy and principal_payable(
+            index, claim.principal_key, institution_id, claim.claim_day
+        )
+        decisions = decide_lines(
+            index,
+            self.policy,
+            pharmacy=claim.pharmacy,
+            institution_id=institution_id,
+            principal_ok=principal_ok,
+            keys=np.array(claim.keys, dtype=np.int64),
+            days=np.array(claim.days, dtype=np.int64),
+            emergency=np.array(claim.emergency, dtype=np.bool_),
+        )
+        until = [0] * len(claim.keys)
+        suspended = np.flatnonzero(decisions.status == Status.SUSPENDED)
+        for i in suspended.tolist():
+            day = int(decisions.until_day[i])
+            until[i] = day_to_yyyymmdd(day) if day != DAY_NONE else 0
+        make = pb.LineDecision
+        lines = [
+            make(line_id=line.line_id, decision=d, reason=r, status=s, status_until=u)
+            for line, d, r, s, u in zip(
+                request.lines,
+                decisions.decision.tolist(),
+                decisions.reason.tolist(),
+                decisions.status.tolist(),
+                until,
+                strict=True,
+            )
+        ]
+        overridden = np.flatnonzero(decisions.overridden)
+        if len(overridden):
+            self.overrides.record(request, claim, overridden.tolist(), decisions, index.version)
+        return pb.CheckClaimResponse(
+            claim_id=request.claim_id,
+            lines=lines,
+            index_version=index.version,
+            rejected_lines=decisions.rejected,
+        )
+
+    def practitioner_status(
+        self, request: pb.GetPractitionerStatusRequest
+    ) -> pb.GetPractitionerStatusResponse:
+        index = self._index()
+        try:
+            key = codes.encode_practitioner(request.practitioner_code)
+        except InvalidCodeError as exc:
+            raise InvalidRequestError("practitioner_code", str(exc)) from exc
+        if request.date == 0:
+            day = today_day()
+        else:
+            try:
+                day = yyyymmdd_to_day(request.date)
+            except DateError as exc:
+                raise InvalidRequestError("date", str(exc)) from exc
+        rows = index.rows(np.array([key], dtype=np.int64))
+        found = index.lookup(rows, np.array([day], dtype=np.int64), -1)
+        row = int(rows[0])
+        status = int(found.status[0])
+        until_day = int(found.until[0])
+        points = index.points_on(row, day)
+        return pb.GetPractitionerStatusResponse(
+            practitioner_code=request.practitioner_code,
+            date=day_to_yyyymmdd(day),
+            status=status,  # type: ignore[arg-type]
+            status_until=(
+                day_to_yyyymmdd(until_day)
+                if status == Status.SUSPENDED and until_day != DAY_NONE
+                else 0
+            ),
+            institution_codes=[
+                codes.decode_institution(k) for k in index.institutions_on(row, day)
+            ],
+            points=points or 0,
+            points_known=points is not None,
+            index_version=index.version,
+        )

@@ -1,0 +1,75 @@
+"""Gateway configuration: one frozen dataclass, read from the environment in
+exactly one place (``Settings.from_env``) and overridden by CLI flags."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+ENV_PREFIX = "ELIG_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Redis holding the published snapshots; None = the embedded default: a
+    # private redis-server loaded with the sample data set.
+    redis_url: str | None = None
+    prefix: str = "elig"
+    host: str = "0.0.0.0"
+    port: int = 50051
+    # Policy switches (SPEC §4).
+    check_registered_at_institution: bool = True
+    emergency_covers_terminated: bool = True
+    # Limits.
+    max_lines_per_claim: int = 1000
+    max_message_bytes: int = 4 * 1024 * 1024
+    # How often to look for a new snapshot when no notification arrives.
+    poll_interval_s: float = 1.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``ELIG_*`` variables (e.g. ``ELIG_REDIS_URL``); errors name the key."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            key = ENV_PREFIX + f.name.upper()
+            if key in env:
+                values[f.name] = _parse(key, env[key], f.type)
+        return cls(**values).validated()
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with the given non-None values replaced (CLI flags)."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None}).validated()
+
+    def validated(self) -> Settings:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port: {self.port} is not a TCP port")
+        if self.max_lines_per_claim < 1:
+            raise ValueError(f"max_lines_per_claim: {self.max_lines_per_claim} must be >= 1")
+        if self.max_message_bytes < 1024:
+            raise ValueError(f"max_message_bytes: {self.max_message_bytes} is too small")
+        if self.poll_interval_s <= 0:
+            raise ValueError(f"poll_interval_s: {self.poll_interval_s} must be > 0")
+        return self
+
+
+def _parse(key: str, raw: str, type_name: Any) -> Any:
+    kind = str(type_name)
+    try:
+        if "bool" in kind:
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true/false")
+        if "int" in kind:
+            return int(raw)
+        if "float" in kind:
+            return float(raw)
+        return raw or None if "None" in kind else raw
+    except ValueError as exc:
+        raise ValueError(f"environment variable {key}={raw!r}: {exc}") from exc

@@ -1,0 +1,252 @@
+"""``python -m loader`` / ``eligibility-loader``: validate, build and publish snapshots.
+
+Subcommands::
+
+    load    --registry FILE --status FILE [--format csv|jsonl]
+            [--redis-url URL] [--prefix P] [--dry-run]
+    sample  --out DIR [--practitioners N] [--seed S] [--format csv|jsonl]
+    status  [--redis-url URL] [--prefix P]
+
+``--redis-url`` and ``--prefix`` default to ``ELIG_REDIS_URL`` and
+``ELIG_PREFIX`` (``elig``): the environment is read here and nowhere else.
+
+Exit codes: 0 done; 1 not published (Redis unreachable, a newer snapshot
+already current) or, for ``status``, nothing published yet; 2 a bad input
+record or bad usage; nothing is published in either failure case.
+
+The load is ``read_inputs`` -> ``build_snapshot`` -> ``publish_snapshot``;
+``build_snapshot`` takes the points engine's timelines and points
+(``extra_timelines``, ``points``), which is where ``--ledger`` plugs in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from gateway.errors import LoadError
+from gateway.snapshot import ARRAY_DTYPES, Arrays, Keys
+
+from .build import PointsTimelines, build_arrays
+from .publish import (
+    StalePublishError,
+    publish_snapshot,
+    read_current_version,
+    read_manifest,
+)
+from .registry import Registry, read_registry
+from .sample import DEFAULT_PRACTITIONERS, DEFAULT_SEED, write_sample
+from .status_feed import StatusFeed, Timelines, feed_timelines, read_status_feed
+from .tables import FileFormat
+from .timeline import StatusChange
+
+ENV_REDIS_URL = "ELIG_REDIS_URL"
+ENV_PREFIX = "ELIG_PREFIX"
+DEFAULT_PREFIX = "elig"
+
+EXIT_OK = 0
+EXIT_NOT_PUBLISHED = 1
+EXIT_BAD_INPUT = 2
+
+log = logging.getLogger("loader")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The validated input files."""
+
+    registry: Registry
+    status_feed: StatusFeed | None
+    timelines: Timelines  # from the status feed
+
+
+def read_inputs(
+    registry_path: Path | str,
+    status_path: Path | str | None,
+    file_format: FileFormat | None = None,
+) -> Inputs:
+    """Read and validate the registry, then the status feed against it; raise ``LoadError``."""
+    registry = read_registry(registry_path, file_format=file_format)
+    if status_path is None:
+        return Inputs(registry, None, {})
+    feed = read_status_feed(status_path, registry.practitioners, file_format=file_format)
+    return Inputs(registry, feed, feed_timelines(feed))
+
+
+def build_snapshot(
+    inputs: Inputs,
+    *,
+    extra_timelines: Mapping[int, Sequence[StatusChange]] | None = None,
+    points: PointsTimelines | None = None,
+) -> tuple[Arrays, dict[str, Any]]:
+    """The snapshot arrays and their manifest ``meta`` for validated inputs.
+
+    ``extra_timelines`` (e.g. derived by the points engine) replace the
+    status feed's timeline of the same practitioner; ``points`` are the
+    points change points. Both keyed by practitioner key.
+    """
+    timelines: dict[int, Sequence[StatusChange]] = dict(inputs.timelines)
+    timelines.update(extra_timelines or {})
+    arrays = build_arrays(inputs.registry, timelines, points)
+    meta: dict[str, Any] = {
+        "registry": {"file": inputs.registry.file, "records": len(inputs.registry)},
+        "counts": _counts(arrays),
+    }
+    if inputs.status_feed is not None:
+        meta["status_feed"] = {
+            "file": inputs.status_feed.file,
+            "records": len(inputs.status_feed),
+        }
+    return arrays, meta
+
+
+def _counts(arrays: Arrays) -> dict[str, int]:
+    return {
+        "practitioners": len(arrays["prac_codes"]),
+        "registrations": len(arrays["reg_inst"]),
+        "institutions": len(arrays["inst_codes"]),
+        "status_changes": len(arrays["st_key"]),
+        "points_changes": len(arrays["pt_key"]),
+    }
+
+
+def _redis(url: str | None) -> redis.Redis:
+    if not url:
+        raise _UsageError(f"no Redis: give --redis-url or set {ENV_REDIS_URL}")
+    return redis.Redis.from_url(url, socket_connect_timeout=5)
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _cmd_load(args: argparse.Namespace) -> int:
+    if args.status is None:
+        raise _UsageError("--status is required")
+    inputs = read_inputs(args.registry, args.status, args.format)
+    arrays, meta = build_snapshot(inputs)
+    print(f"registry: {len(inputs.registry)} records from {inputs.registry.file}")
+    if inputs.status_feed is not None:
+        feed = inputs.status_feed
+        print(f"status feed: {len(feed)} records from {feed.file}")
+    for name, count in meta["counts"].items():
+        print(f"{name}: {count}")
+    if args.dry_run:
+        print("dry run: nothing published")
+        return EXIT_OK
+    client = _redis(args.redis_url)
+    try:
+        result = publish_snapshot(client, Keys(args.prefix), arrays, meta)
+    finally:
+        client.close()
+    print(f"published version {result.version} (previous: {result.previous or 'none'})")
+    return EXIT_OK
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    files = write_sample(args.out, args.practitioners, args.seed, args.format)
+    print(f"wrote {files.registry} ({files.registry_records} records)")
+    print(f"wrote {files.status} ({files.status_records} records)")
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    keys = Keys(args.prefix)
+    client = _redis(args.redis_url)
+    try:
+        version = read_current_version(client, keys)
+        manifest = read_manifest(client, keys, version) if version is not None else None
+    finally:
+        client.close()
+    if version is None:
+        print(f"no snapshot published under prefix {args.prefix!r}")
+        return EXIT_NOT_PUBLISHED
+    print(f"current version: {version}")
+    if manifest is None:
+        print("manifest: missing")
+        return EXIT_NOT_PUBLISHED
+    print(f"created at: {manifest.created_at}")
+    for name in ARRAY_DTYPES:
+        print(f"{name}: {manifest.lengths[name]}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser; defaults come from the environment."""
+    parser = argparse.ArgumentParser(
+        prog="eligibility-loader",
+        description="Validate registry and status files, build a snapshot, publish it to Redis.",
+        epilog="exit codes: 0 done, 1 not published / nothing published, 2 bad input or usage",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def redis_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--redis-url",
+            default=os.environ.get(ENV_REDIS_URL),
+            help=f"Redis to publish to (default: ${ENV_REDIS_URL})",
+        )
+        sub.add_argument(
+            "--prefix",
+            default=os.environ.get(ENV_PREFIX, DEFAULT_PREFIX),
+            help=f"Redis key prefix (default: ${ENV_PREFIX} or {DEFAULT_PREFIX!r})",
+        )
+
+    load = commands.add_parser("load", help="validate, build and publish a snapshot")
+    load.add_argument("--registry", required=True, type=Path, help="registry file (.csv/.jsonl)")
+    load.add_argument("--status", type=Path, help="status feed file (.csv/.jsonl)")
+    load.add_argument(
+        "--format", choices=("csv", "jsonl"), help="input format (default: by file extension)"
+    )
+    load.add_argument(
+        "--dry-run", action="store_true", help="validate and build, print counts, do not publish"
+    )
+    redis_options(load)
+    load.set_defaults(run=_cmd_load)
+
+    sample = commands.add_parser("sample", help="write a deterministic sample data set")
+    sample.add_argument("--out", required=True, type=Path, help="directory to write into")
+    sample.add_argument(
+        "--practitioners", type=int, default=DEFAULT_PRACTITIONERS, help="random staff count"
+    )
+    sample.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed")
+    sample.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    sample.set_defaults(run=_cmd_sample)
+
+    status = commands.add_parser("status", help="show the published version and its counts")
+    redis_options(status)
+    status.set_defaults(run=_cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit code."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except LoadError as exc:
+        print(f"error: {exc}; nothing published", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except _UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except StalePublishError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NOT_PUBLISHED
+    except redis.RedisError as exc:
+        print(f"error: Redis: {exc}", file=sys.stderr)
+        return EXIT_NOT_PUBLISHED
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

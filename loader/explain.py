@@ -1,0 +1,88 @@
+"""Why a practitioner has the status they have: one practitioner's replay,
+told in words (``python -m loader explain ...``).
+
+The text lists every ledger event of the practitioner in replay order with
+what it did (year total before -> after, suspension, termination, bar), the
+revoked events and the REVOKEs that removed them, then each status change
+point with the steps of its day that produced it, then the points change
+points. It is computed by replaying that one practitioner with the same code
+as ``derive_statuses`` (``loader.points.replay_practitioner``), so it cannot
+disagree with the published timeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.codes import decode_practitioner, encode_practitioner
+from gateway.days import DAY_NONE, day_to_date
+
+from .points import Ledger, RegistrationStarts, Replay, TrailEntry, replay_practitioner
+from .policy import Policy
+
+
+@dataclass(frozen=True)
+class Explanation:
+    practitioner_code: str
+    policy: Policy
+    replay: Replay
+    ignored: list[TrailEntry]  # revoked events and the REVOKEs
+
+    def text(self) -> str:
+        return format_explanation(self)
+
+
+def explain_practitioner(
+    ledger: Ledger,
+    policy: Policy,
+    registrations: RegistrationStarts | None,
+    practitioner_code: str,
+) -> Explanation:
+    """Replay one practitioner (code as written, e.g. ``D110105000123``) with
+    the full trail; raise ``InvalidCodeError`` for a malformed code."""
+    key = encode_practitioner(practitioner_code)
+    replay, ignored = replay_practitioner(ledger, policy, registrations, key)
+    return Explanation(decode_practitioner(key), policy, replay, ignored)
+
+
+def _date(day: int) -> str:
+    return day_to_date(day).isoformat()
+
+
+def _entry(e: TrailEntry) -> str:
+    who = f"{e.event_id} " if e.event_id else ""
+    where = f" [{e.source}]" if e.source else ""
+    return f"{who}{e.text}{where}"
+
+
+def format_explanation(ex: Explanation) -> str:
+    """The explanation as plain text, one fact a line."""
+    r = ex.replay
+    out = [f"Practitioner {ex.practitioner_code}, policy {ex.policy.name}: {ex.policy.title}"]
+    out.append("")
+    out.append("Replay (by effective_on, then event_id):")
+    if not r.trail:
+        out.append("  (no events in effect)")
+    out.extend(f"  {_date(e.day)}  {_entry(e)}" for e in r.trail)
+    if ex.ignored:
+        out.append("")
+        out.append("Revoked (never happened) and REVOKEs:")
+        out.extend(f"  {_date(e.day)}  {_entry(e)}" for e in ex.ignored)
+    out.append("")
+    out.append("Status timeline:")
+    if not r.status_changes:
+        out.append("  ACTIVE throughout (no status change points)")
+    for change, causes in zip(r.status_changes, r.causes, strict=True):
+        until = f" until {_date(change.until)}" if change.until != DAY_NONE else ""
+        out.append(f"  from {_date(change.day)}  {change.status.name}{until}")
+        for cause in causes:
+            out.append(f"      because: {_entry(cause)}")
+    out.append("")
+    out.append("Points (year total from that day; 0 in a later year):")
+    if not r.points_changes:
+        out.append("  none")
+    out.extend(f"  from {_date(day)}  {total}" for day, total in r.points_changes)
+    for v in r.violations:
+        out.append("")
+        out.append(f"ERROR: {v.error()}")
+    return "\n".join(out)

@@ -1,0 +1,245 @@
+"""Atomic, versioned publication of snapshot arrays to Redis (``gateway.snapshot``).
+
+Steps, and why:
+
+1. ``INCR seq`` gives this run a version no other run will ever get.
+2. Every array's chunks, then the manifest, are written under that version
+   with non-transactional pipelines in batches of a few chunks: a
+   ``MULTI`` over hundreds of megabytes would block Redis for every gateway,
+   and nobody reads a version before it is current, so atomicity comes from
+   the flip, not from the writes. The manifest is written last, so a version
+   whose manifest exists is complete.
+3. The flip: one Lua script sets ``current`` to the new version only if it is
+   greater than the current one and its manifest exists, and publishes the
+   version on the ``published`` channel in the same atomic step (versions
+   only go up: a slow run that started first can never overwrite a newer
+   snapshot; it gets ``StalePublishError``).
+4. After the flip, every other version below the new one except the one it
+   replaced is unlinked (``SCAN`` on the prefix, ``UNLINK`` so Redis frees the
+   big values in the background). The previous version is kept so that a
+   gateway still reading it can finish; versions above the new one belong to
+   runs still in progress and are left alone. This also clears the partial
+   writes of runs that were killed.
+
+If anything fails before the flip, the keys written for the new version are
+deleted (best effort: if Redis itself is gone, the next run's step 4 does it)
+and the error propagates: ``current`` is untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from gateway.errors import EligibilityError
+from gateway.snapshot import (
+    ARRAY_DTYPES,
+    CHUNK_BYTES,
+    Arrays,
+    Keys,
+    Manifest,
+    join_chunks,
+    new_manifest,
+    split_chunks,
+    validate_arrays,
+)
+
+log = logging.getLogger(__name__)
+
+# Bytes sent per pipeline round trip: a few chunks, so that a 1 GB snapshot
+# streams without holding Redis' query buffer (1 GB by default) near its limit.
+DEFAULT_BATCH_BYTES = 2 * CHUNK_BYTES
+_SCAN_COUNT = 1000
+_UNLINK_BATCH = 500
+
+# KEYS[1] current, KEYS[2] the new version's manifest; ARGV[1] the new
+# version, ARGV[2] the channel. Returns {outcome, version current before}:
+# 1 flipped, 0 refused (not newer), -1 refused (manifest missing).
+_FLIP_LUA = """
+local new = tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if new <= current then return {0, current} end
+if redis.call('EXISTS', KEYS[2]) == 0 then return {-1, current} end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[1])
+return {1, current}
+"""
+
+
+class StalePublishError(EligibilityError):
+    """A newer snapshot was published while this one was being written."""
+
+    def __init__(self, version: int, current: int) -> None:
+        super().__init__(
+            f"snapshot version {version} not published: version {current} is already current"
+        )
+        self.version = version
+        self.current = current
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What a publication did: the new version, the one it replaced, the keys removed."""
+
+    version: int
+    previous: int | None
+    deleted_keys: int
+
+
+def publish_snapshot(
+    client: redis.Redis,
+    keys: Keys,
+    arrays: Arrays,
+    meta: dict[str, Any] | None = None,
+    *,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
+) -> PublishResult:
+    """Write ``arrays`` as a new version and make it current (see the module docstring).
+
+    Raises ``SnapshotError`` for arrays that break the snapshot's invariants
+    (before anything is written), ``StalePublishError`` if a newer version is
+    already current, and Redis errors as they come; in every failure case
+    ``current`` is unchanged and this version's keys are removed.
+    """
+    validate_arrays(arrays)
+    version = int(client.incr(keys.seq))
+    manifest = new_manifest(version, arrays, meta or {})
+    written: list[str] = []
+    try:
+        _write_chunks(client, keys, version, arrays, written, batch_bytes)
+        written.append(keys.manifest(version))
+        client.set(keys.manifest(version), manifest.to_json())
+        outcome, current = _flip(client, keys, version)
+    except BaseException:
+        _delete_quietly(client, written)
+        raise
+    if outcome != 1:
+        _delete_quietly(client, written)
+        if outcome == 0:
+            raise StalePublishError(version, current)
+        raise RuntimeError(f"snapshot version {version}: manifest vanished before the flip")
+    previous = current or None
+    deleted = collect_garbage(client, keys, version, previous)
+    return PublishResult(version=version, previous=previous, deleted_keys=deleted)
+
+
+def _write_chunks(
+    client: redis.Redis,
+    keys: Keys,
+    version: int,
+    arrays: Arrays,
+    written: list[str],
+    batch_bytes: int,
+) -> None:
+    pipe = client.pipeline(transaction=False)
+    queued = 0
+    for name in ARRAY_DTYPES:
+        for index, chunk in enumerate(split_chunks(arrays[name])):
+            key = keys.chunk(version, name, index)
+            written.append(key)  # before sending: a failed batch may be half applied
+            pipe.set(key, chunk)  # a memoryview: sent without a copy
+            queued += len(chunk)
+            if queued >= batch_bytes:
+                pipe.execute()
+                queued = 0
+    pipe.execute()
+
+
+def _flip(client: redis.Redis, keys: Keys, version: int) -> tuple[int, int]:
+    """Run the flip script; return (outcome, the version that was current before)."""
+    outcome, current = client.eval(
+        _FLIP_LUA, 2, keys.current, keys.manifest(version), version, keys.published_channel
+    )
+    return int(outcome), int(current)
+
+
+def collect_garbage(client: redis.Redis, keys: Keys, current: int, previous: int | None) -> int:
+    """Unlink every snapshot version below ``current`` except ``previous``; return keys removed.
+
+    Failures are logged, not raised: the publication they follow has happened.
+    """
+    try:
+        doomed = [
+            key
+            for key in client.scan_iter(match=f"{keys.prefix}:snapshot:*", count=_SCAN_COUNT)
+            if _is_garbage(_version_of(keys, key), current, previous)
+        ]
+        return _unlink(client, doomed)
+    except redis.RedisError as exc:
+        log.warning("snapshot garbage collection failed (next publication retries): %s", exc)
+        return 0
+
+
+def _version_of(keys: Keys, key: bytes | str) -> int | None:
+    """The version in ``{prefix}:snapshot:{v}:...``; None for seq, current, published."""
+    text = key.decode() if isinstance(key, bytes) else key
+    rest = text[len(keys.prefix) + len(":snapshot:") :]
+    head, _, _ = rest.partition(":")
+    return int(head) if head.isdigit() else None
+
+
+def _is_garbage(version: int | None, current: int, previous: int | None) -> bool:
+    return version is not None and version < current and version != previous
+
+
+def _unlink(client: redis.Redis, doomed: Iterable[bytes | str]) -> int:
+    batch = list(doomed)
+    removed = 0
+    for i in range(0, len(batch), _UNLINK_BATCH):
+        removed += int(client.unlink(*batch[i : i + _UNLINK_BATCH]))
+    return removed
+
+
+def _delete_quietly(client: redis.Redis, written: list[str]) -> None:
+    """Best-effort removal of a failed version's keys; Redis may be the thing that failed."""
+    if not written:
+        return
+    try:
+        _unlink(client, written)
+    except redis.RedisError as exc:
+        log.warning("could not remove a failed snapshot's keys (next publication will): %s", exc)
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    # redis-py's types allow text (decode_responses=True); chunks are binary,
+    # so the clients used here never decode, but the types must say so.
+    return value.encode() if isinstance(value, str) else value
+
+
+def read_current_version(client: redis.Redis, keys: Keys) -> int | None:
+    """The published version, or None if nothing was ever published under this prefix."""
+    raw = client.get(keys.current)
+    return None if raw is None else int(raw)
+
+
+def read_manifest(client: redis.Redis, keys: Keys, version: int) -> Manifest | None:
+    """The manifest of ``version``, or None if it does not exist (any more)."""
+    raw = client.get(keys.manifest(version))
+    return None if raw is None else Manifest.from_json(_as_bytes(raw))
+
+
+def read_snapshot(
+    client: redis.Redis, keys: Keys, version: int | None = None
+) -> tuple[Manifest, Arrays] | None:
+    """Read a whole snapshot back (the current one by default); None if there is none.
+
+    For tools and tests; gateways have their own reader that follows changes.
+    Raises ``SnapshotError`` if the snapshot is incomplete.
+    """
+    if version is None:
+        version = read_current_version(client, keys)
+        if version is None:
+            return None
+    manifest = read_manifest(client, keys, version)
+    if manifest is None:
+        return None
+    arrays = {}
+    for name in ARRAY_DTYPES:
+        names = [keys.chunk(version, name, i) for i in range(manifest.chunks[name])]
+        parts = [None if part is None else _as_bytes(part) for part in client.mget(names)]
+        arrays[name] = join_chunks(name, parts, manifest.lengths[name])
+    return manifest, arrays
