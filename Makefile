@@ -30,7 +30,7 @@ test: setup
 	$(PY) -m proto.generate --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy gateway loader proto/generate.py tests bench
+	$(VENV)/bin/mypy gateway loader proto/generate.py tests $(wildcard bench/*.py)
 	$(PY) -m pytest
 
 clean:
