@@ -71,8 +71,8 @@ def build_parser(defaults: Settings) -> argparse.ArgumentParser:
     parser.add_argument(
         "--load-timeout-s",
         type=float,
-        default=60.0,
-        help="give up if no snapshot is published within this time (default 60)",
+        help="give up if no snapshot is published within this time (default: wait, "
+        "NOT_SERVING, for as long as it takes; 60 s for the embedded default)",
     )
     demo = parser.add_argument_group("embedded default")
     demo.add_argument("--no-demo", action="store_true", help="do not send the demo claims")
@@ -91,6 +91,7 @@ def build_parser(defaults: Settings) -> argparse.ArgumentParser:
 async def run(settings: Settings, args: argparse.Namespace) -> int:
     from .embedded import EmbeddedData
 
+    stop = _stop_on_signals()
     embedded: EmbeddedData | None = None
     if settings.redis_url is None:
         embedded = EmbeddedData.start(settings.prefix, args.sample_practitioners)
@@ -98,7 +99,15 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         gateway = await start_gateway(settings)
         try:
-            index = await wait_until_loaded(gateway, args.load_timeout_s)
+            timeout_s = args.load_timeout_s or (60.0 if embedded is not None else None)
+            loaded = asyncio.ensure_future(wait_until_loaded(gateway, timeout_s))
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({loaded, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not loaded.done():  # a signal before the first snapshot arrived
+                loaded.cancel()
+                return 0
+            stopped.cancel()
+            index = loaded.result()
             log.info(
                 "serving",
                 extra={
@@ -118,7 +127,8 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
                 f"(index version {gateway.holder.version}); Ctrl-C to stop",
                 flush=True,
             )
-            await _wait_for_signal()
+            await stop.wait()
+            log.info("stopping: signal received")
             return 0
         finally:
             await gateway.stop()
@@ -127,13 +137,13 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
             embedded.stop()
 
 
-async def _wait_for_signal() -> None:
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM, so that every phase shuts down cleanly."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("stopping: signal received")
+    return stop
 
 
 def main(argv: Sequence[str] | None = None) -> int:

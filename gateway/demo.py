@@ -50,6 +50,9 @@ def demo_claims(today: dt.date) -> list[pb.CheckClaimRequest]:
                 line(line_id="7", prescriber_code=FIXED.deregistered_doctor, amount_fen=700),
                 line(line_id="8", prescriber_code=FIXED.second_hospital_doctor, amount_fen=900),
                 line(line_id="9", prescriber_code="D1101-BAD", amount_fen=100),
+                # Statuses derived by the points engine from the scoring ledger.
+                line(line_id="10", prescriber_code=FIXED.points_warned_doctor, amount_fen=800),
+                line(line_id="11", prescriber_code=FIXED.points_suspended_doctor, amount_fen=800),
             ],
         ),
         pb.CheckClaimRequest(
@@ -104,12 +107,14 @@ async def show_demo_claims(address: str) -> None:
         for request in demo_claims(today_cst()):
             response = await stub.CheckClaim(request, timeout=5)
             print(format_response(request, response), flush=True)
-        status = await stub.GetPractitionerStatus(
-            pb.GetPractitionerStatusRequest(practitioner_code=FIXED.suspended_doctor), timeout=5
-        )
-        print(
-            f"status of {status.practitioner_code} on {status.date}: "
-            f"{_name(pb.PractitionerStatus, status.status)} until {status.status_until}, "
-            f"registered at {', '.join(status.institution_codes)}",
-            flush=True,
-        )
+        for code in (FIXED.suspended_doctor, FIXED.points_suspended_doctor):
+            status = await stub.GetPractitionerStatus(
+                pb.GetPractitionerStatusRequest(practitioner_code=code), timeout=5
+            )
+            points = f", {status.points} points this year" if status.points_known else ""
+            print(
+                f"status of {status.practitioner_code} on {status.date}: "
+                f"{_name(pb.PractitionerStatus, status.status)} until {status.status_until}"
+                f"{points}, registered at {', '.join(status.institution_codes)}",
+                flush=True,
+            )

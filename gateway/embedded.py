@@ -31,6 +31,8 @@ class EmbeddedData:
                 "load",
                 "--registry", str(data_dir / "registry.csv"),
                 "--status", str(data_dir / "status.csv"),
+                "--ledger", str(data_dir / "ledger.csv"),
+                "--policy", "national",
                 "--redis-url", server.url,
                 "--prefix", prefix,
             )  # fmt: skip

@@ -118,15 +118,23 @@ async def start_gateway(settings: Settings) -> Gateway:
     return Gateway(settings, server, port, holder, health_servicer, follower, audit, client, tasks)
 
 
-async def wait_until_loaded(gateway: Gateway, timeout_s: float) -> StatusIndex:
+async def wait_until_loaded(gateway: Gateway, timeout_s: float | None) -> StatusIndex:
     """Wait for the first index; raise TimeoutError naming the Redis prefix."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
+    started = loop.time()
+    warned_at = started
     while gateway.holder.current is None:
-        if loop.time() > deadline:
+        now = loop.time()
+        if timeout_s is not None and now - started > timeout_s:
             raise TimeoutError(
                 f"no snapshot published under prefix {gateway.settings.prefix!r} "
                 f"within {timeout_s} s"
+            )
+        if now - warned_at > 30:
+            warned_at = now
+            log.warning(
+                "still no snapshot: NOT_SERVING until the loader publishes one",
+                extra={"prefix": gateway.settings.prefix},
             )
         await asyncio.sleep(0.05)
     return gateway.holder.current

@@ -2,8 +2,9 @@
 
 Subcommands::
 
-    load    --registry FILE --status FILE [--format csv|jsonl]
-            [--redis-url URL] [--prefix P] [--dry-run]
+    load    --registry FILE [--status FILE] [--ledger FILE [--policy NAME]]
+            [--format csv|jsonl] [--redis-url URL] [--prefix P] [--dry-run]
+    explain --registry FILE --ledger FILE [--policy NAME] CODE
     sample  --out DIR [--practitioners N] [--seed S] [--format csv|jsonl]
     status  [--redis-url URL] [--prefix P]
 
@@ -14,9 +15,11 @@ Exit codes: 0 done; 1 not published (Redis unreachable, a newer snapshot
 already current) or, for ``status``, nothing published yet; 2 a bad input
 record or bad usage; nothing is published in either failure case.
 
-The load is ``read_inputs`` -> ``build_snapshot`` -> ``publish_snapshot``;
-``build_snapshot`` takes the points engine's timelines and points
-(``extra_timelines``, ``points``), which is where ``--ledger`` plugs in.
+The load is ``read_inputs`` -> ``derive_from_ledger`` (with ``--ledger``) ->
+``build_snapshot`` -> ``publish_snapshot``. A practitioner's status comes
+from the status feed or from the scoring ledger, never both: a load in which
+one practitioner appears in both is refused (the feed's record is named), so
+that no source silently overrides the other.
 """
 
 from __future__ import annotations
@@ -30,12 +33,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import redis
 
-from gateway.errors import LoadError
+from gateway.codes import decode_practitioner
+from gateway.errors import InvalidCodeError, LoadError
 from gateway.snapshot import ARRAY_DTYPES, Arrays, Keys
 
 from .build import PointsTimelines, build_arrays
+from .explain import explain_practitioner
+from .ledger import read_ledger
+from .points import Ledger, PointsResult, RegistrationStarts, derive_statuses
+from .policy import available_policies, load_policy
 from .publish import (
     StalePublishError,
     publish_snapshot,
@@ -79,6 +88,41 @@ def read_inputs(
         return Inputs(registry, None, {})
     feed = read_status_feed(status_path, registry.practitioners, file_format=file_format)
     return Inputs(registry, feed, feed_timelines(feed))
+
+
+def derive_from_ledger(
+    inputs: Inputs, ledger_path: Path | str, policy_name: str, file_format: FileFormat | None = None
+) -> tuple[Ledger, PointsResult]:
+    """Read the scoring ledger, check it against the registry and the status
+    feed, and replay it under the named policy; raise ``LoadError``."""
+    policy = load_policy(policy_name)
+    ledger = read_ledger(ledger_path, policy, file_format=file_format)
+    registered = inputs.registry.practitioners
+    if len(ledger):
+        pos = np.minimum(np.searchsorted(registered, ledger.practitioner), len(registered) - 1)
+        unknown = np.flatnonzero(registered[pos] != ledger.practitioner)
+        if len(unknown):
+            row = int(unknown[0])
+            raise LoadError(
+                ledger.file,
+                int(ledger.line[row]),
+                "practitioner_code",
+                f"{decode_practitioner(int(ledger.practitioner[row]))} is not in the registry",
+            )
+    feed = inputs.status_feed
+    if feed is not None and len(feed) and len(ledger):
+        both = np.flatnonzero(np.isin(feed.practitioner, ledger.practitioner))
+        if len(both):
+            row = int(both[0])
+            raise LoadError(
+                feed.file,
+                int(feed.lines[row]),
+                "practitioner_code",
+                f"{decode_practitioner(int(feed.practitioner[row]))} also has scoring-ledger "
+                f"events in {ledger.file}; give a practitioner's status in one source",
+            )
+    result = derive_statuses(ledger, policy, RegistrationStarts.from_registry(inputs.registry))
+    return ledger, result
 
 
 def build_snapshot(
@@ -129,14 +173,24 @@ class _UsageError(Exception):
 
 
 def _cmd_load(args: argparse.Namespace) -> int:
-    if args.status is None:
-        raise _UsageError("--status is required")
+    if args.status is None and args.ledger is None:
+        raise _UsageError("give --status, --ledger or both")
     inputs = read_inputs(args.registry, args.status, args.format)
-    arrays, meta = build_snapshot(inputs)
+    if args.ledger is not None:
+        ledger, derived = derive_from_ledger(inputs, args.ledger, args.policy, args.format)
+        arrays, meta = build_snapshot(
+            inputs, extra_timelines=derived.timelines(), points=derived.points_timelines()
+        )
+        meta["has_points"] = True
+        meta["ledger"] = {"file": ledger.file, "records": len(ledger), "policy": args.policy}
+    else:
+        arrays, meta = build_snapshot(inputs)
     print(f"registry: {len(inputs.registry)} records from {inputs.registry.file}")
     if inputs.status_feed is not None:
         feed = inputs.status_feed
         print(f"status feed: {len(feed)} records from {feed.file}")
+    if "ledger" in meta:
+        print(f"scoring ledger: {meta['ledger']['records']} events, policy {args.policy}")
     for name, count in meta["counts"].items():
         print(f"{name}: {count}")
     if args.dry_run:
@@ -151,10 +205,25 @@ def _cmd_load(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    policy = load_policy(args.policy)
+    registry = read_registry(args.registry, file_format=args.format)
+    ledger = read_ledger(args.ledger, policy, file_format=args.format)
+    try:
+        explanation = explain_practitioner(
+            ledger, policy, RegistrationStarts.from_registry(registry), args.practitioner_code
+        )
+    except InvalidCodeError as exc:
+        raise _UsageError(str(exc)) from exc
+    print(explanation.text())
+    return EXIT_OK
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     files = write_sample(args.out, args.practitioners, args.seed, args.format)
     print(f"wrote {files.registry} ({files.registry_records} records)")
     print(f"wrote {files.status} ({files.status_records} records)")
+    print(f"wrote {files.ledger} ({files.ledger_records} records)")
     return EXIT_OK
 
 
@@ -203,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     load = commands.add_parser("load", help="validate, build and publish a snapshot")
     load.add_argument("--registry", required=True, type=Path, help="registry file (.csv/.jsonl)")
     load.add_argument("--status", type=Path, help="status feed file (.csv/.jsonl)")
+    policies = ", ".join(available_policies())
+    load.add_argument(
+        "--ledger", type=Path, help="scoring ledger (.csv/.jsonl): derive statuses from points"
+    )
+    load.add_argument(
+        "--policy", default="national", help=f"points policy ({policies}; default national)"
+    )
     load.add_argument(
         "--format", choices=("csv", "jsonl"), help="input format (default: by file extension)"
     )
@@ -211,6 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     redis_options(load)
     load.set_defaults(run=_cmd_load)
+
+    explain = commands.add_parser(
+        "explain", help="show which ledger events produced which status changes of one person"
+    )
+    explain.add_argument("--registry", required=True, type=Path, help="registry file")
+    explain.add_argument("--ledger", required=True, type=Path, help="scoring ledger file")
+    explain.add_argument("--policy", default="national", help=f"({policies}; default national)")
+    explain.add_argument("--format", choices=("csv", "jsonl"), help="input format")
+    explain.add_argument("practitioner_code", help="e.g. D110105000123")
+    explain.set_defaults(run=_cmd_explain)
 
     sample = commands.add_parser("sample", help="write a deterministic sample data set")
     sample.add_argument("--out", required=True, type=Path, help="directory to write into")

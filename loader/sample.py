@@ -33,6 +33,8 @@ import orjson
 
 from gateway.days import today_cst
 
+from .ledger import OPTIONAL as LEDGER_OPTIONAL
+from .ledger import REQUIRED as LEDGER_REQUIRED
 from .registry import OPTIONAL_FIELDS as REGISTRY_OPTIONAL
 from .registry import REQUIRED_FIELDS as REGISTRY_REQUIRED
 from .status_feed import OPTIONAL_FIELDS as STATUS_OPTIONAL
@@ -41,6 +43,7 @@ from .tables import FileFormat
 
 REGISTRY_COLUMNS = (*REGISTRY_REQUIRED, *REGISTRY_OPTIONAL)
 STATUS_COLUMNS = ("practitioner_code", "status", "effective_from", "effective_until", "reference")
+LEDGER_COLUMNS = (*LEDGER_REQUIRED, *LEDGER_OPTIONAL)
 assert set(STATUS_COLUMNS) == {*STATUS_REQUIRED, *STATUS_OPTIONAL}
 
 DEFAULT_PRACTITIONERS = 5000
@@ -87,6 +90,12 @@ class SampleFixture:
     """Principal of ``pharmacy_with_suspended_principal``, SUSPENDED today-10 to today+80."""
     pharmacist: str = "HY110105000003"
     """ACTIVE pharmacy staff at ``pharmacy``."""
+    points_warned_doctor: str = "D110105000009"
+    """Scoring ledger: 3 + 4 points this year, WARNED (payable)."""
+    points_suspended_doctor: str = "D110105000010"
+    """Scoring ledger: 6 + 4 points this year, SUSPENDED for 3 months from the second event."""
+    points_revoked_doctor: str = "D110105000011"
+    """Scoring ledger: a 9-point event revoked on appeal (申诉): ACTIVE."""
 
     suspended_from_offset: int = -30
     suspended_until_offset: int = 60
@@ -121,6 +130,7 @@ class SampleData:
 
     registry: list[Row]
     status: list[Row]
+    ledger: list[Row]
 
 
 @dataclass(frozen=True)
@@ -131,6 +141,8 @@ class SampleFiles:
     status: Path
     registry_records: int
     status_records: int
+    ledger: Path
+    ledger_records: int
 
 
 def generate_sample(
@@ -147,12 +159,13 @@ def generate_sample(
     today = today or today_cst()
     rng = random.Random(seed)
     registry, status = _fixed_rows(today)
+    ledger = _fixed_ledger(today, registry)
     hospitals, pharmacies = _institutions()
     for n, pharmacy in enumerate(pharmacies):
         _principal(rng, today, pharmacy, n, registry, status)
     for n in range(practitioners):
-        _staff(rng, today, n, hospitals, pharmacies, registry, status)
-    return SampleData(registry=registry, status=status)
+        _staff(rng, today, n, hospitals, pharmacies, registry, status, ledger)
+    return SampleData(registry=registry, status=status, ledger=ledger)
 
 
 def write_sample(
@@ -162,7 +175,8 @@ def write_sample(
     file_format: FileFormat = "csv",
     today: dt.date | None = None,
 ) -> SampleFiles:
-    """Write ``registry.<fmt>`` and ``status.<fmt>`` into ``out_dir`` (created if needed)."""
+    """Write ``registry.<fmt>``, ``status.<fmt>`` and ``ledger.<fmt>`` (the scoring
+    ledger, for practitioners the status feed does not name) into ``out_dir``."""
     data = generate_sample(practitioners, seed, today)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -170,7 +184,11 @@ def write_sample(
     status = out / f"status.{file_format}"
     _write(registry, REGISTRY_COLUMNS, data.registry, file_format)
     _write(status, STATUS_COLUMNS, data.status, file_format)
-    return SampleFiles(registry, status, len(data.registry), len(data.status))
+    ledger = out / f"ledger.{file_format}"
+    _write(ledger, LEDGER_COLUMNS, data.ledger, file_format)
+    return SampleFiles(
+        registry, status, len(data.registry), len(data.status), ledger, len(data.ledger)
+    )
 
 
 def _write(path: Path, columns: Sequence[str], rows: list[Row], file_format: FileFormat) -> None:
@@ -279,6 +297,52 @@ def _fixed_rows(today: dt.date) -> tuple[list[Row], list[Row]]:
     return registry, status
 
 
+def _event(
+    event_id: str,
+    code: str,
+    institution: str,
+    kind: str,
+    on: dt.date,
+    points: int | None = None,
+    months: int | None = None,
+    reference: str = "",
+) -> Row:
+    return {
+        "event_id": event_id,
+        "practitioner_code": code,
+        "institution_code": institution,
+        "kind": kind,
+        "points": "" if points is None else str(points),
+        "effective_on": _iso(on),
+        "suspension_months": "" if months is None else str(months),
+        "reference": reference,
+    }
+
+
+def _this_year(today: dt.date, offset: int) -> dt.date:
+    """``today + offset`` days, kept inside this calendar year (points reset on 1 January)."""
+    return max(dt.date(today.year, 1, 1), today + dt.timedelta(days=offset))
+
+
+def _fixed_ledger(today: dt.date, registry: list[Row]) -> list[Row]:
+    f = FIXED
+    since = dt.date(2015, 3, 1)
+    for code in (f.points_warned_doctor, f.points_suspended_doctor, f.points_revoked_doctor):
+        registry.append(_registration(code, f.hospital, "doctor", since, None))
+    h = f.hospital
+    return [
+        _event("FIX-E-1", f.points_warned_doctor, h, "SCORE", _this_year(today, -60), 3),
+        _event("FIX-E-2", f.points_warned_doctor, h, "SCORE", _this_year(today, -30), 4),
+        _event("FIX-E-3", f.points_suspended_doctor, h, "SCORE", _this_year(today, -50), 6),
+        _event("FIX-E-4", f.points_suspended_doctor, h, "SCORE", _this_year(today, -20), 4, 3),
+        _event("FIX-E-5", f.points_revoked_doctor, h, "SCORE", _this_year(today, -40), 9, 2),
+        _event(
+            "FIX-E-6", f.points_revoked_doctor, h, "REVOKE", _this_year(today, 0), None, None,
+            "FIX-E-5",
+        ),
+    ]  # fmt: skip
+
+
 def _institutions() -> tuple[list[str], list[str]]:
     hospitals = [FIXED.hospital, FIXED.second_hospital]
     pharmacies = [FIXED.pharmacy, FIXED.pharmacy_with_suspended_principal]
@@ -332,6 +396,7 @@ def _staff(
     pharmacies: list[str],
     registry: list[Row],
     status: list[Row],
+    ledger: list[Row],
 ) -> None:
     letters, role, _ = rng.choices(
         (*_STAFF_KINDS, _PHARMACY_STAFF), weights=[k[2] for k in (*_STAFF_KINDS, _PHARMACY_STAFF)]
@@ -363,10 +428,18 @@ def _staff(
             if end is None:
                 break
             start = end
-    _staff_status(rng, today, code, n, status)
+    _staff_status(rng, today, code, n, status, ledger, sites[0])
 
 
-def _staff_status(rng: random.Random, today: dt.date, code: str, n: int, status: list[Row]) -> None:
+def _staff_status(
+    rng: random.Random,
+    today: dt.date,
+    code: str,
+    n: int,
+    status: list[Row],
+    ledger: list[Row],
+    institution: str,
+) -> None:
     refs = _references("AUTH", n)
     roll = rng.random()
     if roll < 0.05:
@@ -397,3 +470,18 @@ def _staff_status(rng: random.Random, today: dt.date, code: str, n: int, status:
         status.append(_status(code, "TERMINATED", start, None, next(refs)))
         reinstated = start + dt.timedelta(days=rng.randint(365, 390))
         status.append(_status(code, "ACTIVE", reinstated, None, next(refs)))
+    elif roll < 0.16:  # no status record: scored through the ledger instead
+        for k in range(rng.randint(1, 3)):
+            on = _this_year(today, -rng.randint(0, 300))
+            ledger.append(
+                _event(
+                    f"EV-{n:06d}-{k}",
+                    code,
+                    institution,
+                    "SCORE",
+                    on,
+                    rng.choice((1, 2, 3, 3, 4, 6)),
+                    rng.randint(1, 6),
+                    f"CASE-{n:06d}",
+                )
+            )

@@ -86,7 +86,7 @@ class GatewayProcess:
         return code
 
     def __enter__(self) -> GatewayProcess:
-        return self.start()
+        return self if self.proc is not None else self.start()
 
     def __exit__(
         self,
