@@ -5,6 +5,7 @@
     ├── InvalidRequestError     a request is structurally bad (names the field)
     ├── IndexNotLoadedError     no index yet: the gateway cannot decide
     ├── SnapshotError           a snapshot in Redis is missing or inconsistent
+    ├── StalePublishError       a newer snapshot is already current (loader)
     └── LoadError               a loader input record is bad (file, line, field)
 
 The gRPC boundary maps each to a status code in one table
@@ -40,6 +41,17 @@ class IndexNotLoadedError(EligibilityError):
 
 class SnapshotError(EligibilityError):
     """A snapshot in Redis is missing, incomplete or of an unknown format."""
+
+
+class StalePublishError(EligibilityError):
+    """A newer snapshot was published while this one was being written."""
+
+    def __init__(self, version: int, current: int) -> None:
+        super().__init__(
+            f"snapshot version {version} not published: version {current} is already current"
+        )
+        self.version = version
+        self.current = current
 
 
 class LoadError(EligibilityError):

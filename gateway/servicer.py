@@ -26,6 +26,7 @@ from .errors import (
     InvalidRequestError,
     LoadError,
     SnapshotError,
+    StalePublishError,
 )
 from .index import IndexHolder, StatusIndex
 
@@ -39,6 +40,7 @@ STATUS_FOR_ERROR: tuple[tuple[type[EligibilityError], grpc.StatusCode], ...] = (
     (InvalidCodeError, grpc.StatusCode.INVALID_ARGUMENT),
     (IndexNotLoadedError, grpc.StatusCode.UNAVAILABLE),
     (SnapshotError, grpc.StatusCode.UNAVAILABLE),
+    (StalePublishError, grpc.StatusCode.FAILED_PRECONDITION),
     (LoadError, grpc.StatusCode.FAILED_PRECONDITION),
     (EligibilityError, grpc.StatusCode.INTERNAL),
 )

@@ -74,7 +74,8 @@ class Keys:
     """Every Redis key the project uses, under one prefix."""
 
     def __init__(self, prefix: str) -> None:
-        if not prefix or any(c in prefix for c in " *?[]"):
+        # Characters SCAN MATCH patterns give a meaning to are refused.
+        if not prefix or any(c in prefix for c in " *?[]\\"):
             raise ValueError(f"bad Redis key prefix {prefix!r}")
         self.prefix = prefix
         self.seq = f"{prefix}:snapshot:seq"

@@ -37,7 +37,7 @@ import numpy as np
 import redis
 
 from gateway.codes import decode_practitioner
-from gateway.errors import InvalidCodeError, LoadError
+from gateway.errors import InvalidCodeError, LoadError, StalePublishError
 from gateway.snapshot import ARRAY_DTYPES, Arrays, Keys
 
 from .build import PointsTimelines, build_arrays
@@ -46,7 +46,6 @@ from .ledger import read_ledger
 from .points import Ledger, PointsResult, RegistrationStarts, derive_statuses
 from .policy import available_policies, load_policy
 from .publish import (
-    StalePublishError,
     publish_snapshot,
     read_current_version,
     read_manifest,

@@ -35,7 +35,7 @@ from typing import Any
 
 import redis
 
-from gateway.errors import EligibilityError
+from gateway.errors import StalePublishError
 from gateway.snapshot import (
     ARRAY_DTYPES,
     CHUNK_BYTES,
@@ -68,17 +68,6 @@ redis.call('SET', KEYS[1], ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[1])
 return {1, current}
 """
-
-
-class StalePublishError(EligibilityError):
-    """A newer snapshot was published while this one was being written."""
-
-    def __init__(self, version: int, current: int) -> None:
-        super().__init__(
-            f"snapshot version {version} not published: version {current} is already current"
-        )
-        self.version = version
-        self.current = current
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,10 @@ import gateway.snapshot
 from gateway.codes import encode_institution, encode_practitioner
 from gateway.days import DAY_NONE
 from gateway.domain import Status
-from gateway.errors import SnapshotError
+from gateway.errors import SnapshotError, StalePublishError
 from gateway.snapshot import ARRAY_DTYPES, Arrays, Keys, empty_arrays
 from loader.build import build_arrays
 from loader.publish import (
-    StalePublishError,
     collect_garbage,
     publish_snapshot,
     read_current_version,
