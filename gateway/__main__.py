@@ -67,7 +67,36 @@ def build_parser(defaults: Settings) -> argparse.ArgumentParser:
         type=float,
         help=f"look for a new snapshot at least this often (default {defaults.poll_interval_s})",
     )
+    parser.add_argument(
+        "--snapshot-cache-dir",
+        help="save the loaded index here and start from it when Redis is down at start "
+        "(ELIG_SNAPSHOT_CACHE_DIR; default: no disk cache)",
+    )
     parser.add_argument("--log-level", help=f"(default {defaults.log_level})")
+    ops = parser.add_argument_group("operations (gateway.metrics, gateway.tls)")
+    ops.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus /metrics on this HTTP port (ELIG_METRICS_PORT; default off)",
+    )
+    ops.add_argument("--tls-cert-file", help="PEM certificate chain: serve gRPC over TLS")
+    ops.add_argument("--tls-key-file", help="PEM private key of --tls-cert-file")
+    ops.add_argument(
+        "--tls-client-ca-file",
+        help="PEM CA certificates: require client certificates signed by them (mutual TLS)",
+    )
+    ops.add_argument(
+        "--max-concurrent-rpcs",
+        type=int,
+        help="RPCs at once, a stream counting as one; more get RESOURCE_EXHAUSTED "
+        f"(default {defaults.max_concurrent_rpcs})",
+    )
+    ops.add_argument(
+        "--shutdown-grace-s",
+        type=float,
+        help="on SIGTERM, NOT_SERVING at once, then in-flight calls get this long to finish "
+        f"(default {defaults.shutdown_grace_s})",
+    )
     parser.add_argument(
         "--load-timeout-s",
         type=float,
@@ -131,7 +160,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
             log.info("stopping: signal received")
             return 0
         finally:
-            await gateway.stop()
+            await gateway.stop(settings.shutdown_grace_s)
     finally:
         if embedded is not None:
             embedded.stop()
@@ -165,7 +194,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_lines_per_claim=args.max_lines_per_claim,
             max_message_bytes=args.max_message_bytes,
             poll_interval_s=args.poll_interval_s,
+            snapshot_cache_dir=args.snapshot_cache_dir,
             log_level=args.log_level,
+            metrics_port=args.metrics_port,
+            tls_cert_file=args.tls_cert_file,
+            tls_key_file=args.tls_key_file,
+            tls_client_ca_file=args.tls_client_ca_file,
+            max_concurrent_rpcs=args.max_concurrent_rpcs,
+            shutdown_grace_s=args.shutdown_grace_s,
         )
     except ValueError as exc:
         parser.error(str(exc))
@@ -174,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(run(settings, args))
     except KeyboardInterrupt:
         return 0
-    except (TimeoutError, OSError, RuntimeError) as exc:
+    except (TimeoutError, OSError, RuntimeError, ValueError) as exc:
         log.error("gateway stopped", extra={"error": str(exc)})
         return 1
 

@@ -128,8 +128,10 @@ def parse_claim(request: ClaimLike, *, max_lines: int, today_day: int) -> Parsed
                 "service_date", "is required on a pharmacy claim (the principal's check date)"
             )
 
-    # Most claims carry one or two distinct dates: validate each once.
+    # Most claims carry one or two distinct dates and a few distinct
+    # practitioners: validate and encode each once.
     day_of: dict[int, int] = {}
+    key_of: dict[str, int] = {}
     keys: list[int] = []
     days: list[int] = []
     emergency: list[bool] = []
@@ -146,7 +148,11 @@ def parse_claim(request: ClaimLike, *, max_lines: int, today_day: int) -> Parsed
             if cached is None:
                 cached = day_of[value] = parse_day(value, f"lines[{i}].service_date", today_day)
             day = cached
-        keys.append(_key_of(line.prescriber_code))
+        code = line.prescriber_code
+        key = key_of.get(code)
+        if key is None:
+            key = key_of[code] = _key_of(code)
+        keys.append(key)
         days.append(day)
         emergency.append(line.emergency)
     return ParsedClaim(pharmacy, institution_key, principal_key, claim_day, keys, days, emergency)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from .days import DAY_NONE
 from .domain import Decision, Reason, Status
 from .index import Int64s, StatusIndex
 
@@ -54,10 +55,59 @@ def principal_payable(
 ) -> bool:
     """Rule 1: the pharmacy's principal is known, registered at that pharmacy on
     ``day``, and neither suspended nor terminated (emergency never applies)."""
-    rows = index.rows(np.array([principal_key], dtype=np.int64))
-    found = index.lookup(rows, np.array([day], dtype=np.int64), institution_id)
-    status = int(found.status[0])
-    return bool(found.at_institution[0]) and status not in (Status.SUSPENDED, Status.TERMINATED)
+    # Fast path: one line, so the scalar lookup (no numpy call).
+    _, at_institution, status, _ = index.lookup_line(
+        index.row_of(principal_key), day, institution_id
+    )
+    return at_institution and status not in (Status.SUSPENDED, Status.TERMINATED)
+
+
+# One line's verdict: (decision, reason, status, until_day).
+LineDecision = tuple[int, int, int, int]
+_PAY_OK: LineDecision = (Decision.PAY, Reason.OK, Status.UNSPECIFIED, DAY_NONE)
+
+
+def decide_line(
+    index: StatusIndex,
+    policy: Policy,
+    *,
+    pharmacy: bool,
+    institution_id: int,
+    principal_ok: bool,
+    key: int,
+    day: int,
+    emergency: bool,
+) -> LineDecision:
+    """``decide_lines`` for one line, in plain Python (fast path for small claims).
+
+    Must answer exactly what ``decide_lines`` answers for that line (a
+    property test checks it: tests/test_decide_scalar.py). Rules are tried in
+    SPEC order; the first that applies decides.
+    """
+    if key >= 0:
+        registered, at_inst, status, until = index.lookup_line(
+            index.row_of(key), day, institution_id
+        )
+    else:
+        registered, at_inst, status, until = False, False, Status.UNSPECIFIED, DAY_NONE
+    if pharmacy and not principal_ok:  # rule 1
+        return Decision.REJECT, Reason.PRINCIPAL_NOT_PAYABLE, status, until
+    if key < 0:  # rule 2
+        if key == KEY_EMPTY and pharmacy:
+            return _PAY_OK
+        return Decision.REJECT, Reason.INVALID_PRESCRIBER_CODE, status, until
+    if not registered:  # rule 3
+        return Decision.REJECT, Reason.NOT_REGISTERED, status, until
+    if not pharmacy and policy.check_registered_at_institution and not at_inst:  # rule 4
+        return Decision.REJECT, Reason.NOT_REGISTERED_AT_INSTITUTION, status, until
+    if status == Status.SUSPENDED or status == Status.TERMINATED:  # rule 5
+        reason = Reason.SUSPENDED if status == Status.SUSPENDED else Reason.TERMINATED
+        covered = status == Status.SUSPENDED or policy.emergency_covers_terminated
+        decision = Decision.PAY_EMERGENCY_OVERRIDE if emergency and covered else Decision.REJECT
+        return decision, reason, status, until
+    if status == Status.WARNED:  # rule 6
+        return Decision.PAY, Reason.WARNED, status, until
+    return Decision.PAY, Reason.OK, status, until
 
 
 def decide_lines(

@@ -1,9 +1,16 @@
 """Structured JSON logs, one object a line (orjson). Configured by the CLI
 only (``configure_logging``), never at import time. Fields passed with
-``extra=`` become keys of the object."""
+``extra=`` become keys of the object; a line logged while answering an RPC
+carries that RPC's ``request_id`` (set by ``gateway.interceptors``).
+
+What goes in a log line: at info level and above, never claim contents
+(practitioner codes, line items, amounts): those are health-insurance data;
+ids of requests, versions, counts and timings are fine.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 import time
@@ -11,6 +18,9 @@ import time
 import orjson
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+# The id of the RPC being answered in this task (asyncio tasks copy the context).
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,6 +32,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        request_id = REQUEST_ID.get()
+        if request_id is not None:
+            doc["request_id"] = request_id
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 doc[key] = value

@@ -20,11 +20,15 @@ from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
 
 from .audit import OverrideAudit
 from .decide import Policy
+from .disk_cache import SnapshotCache
 from .feed import SnapshotFollower
 from .index import IndexHolder, StatusIndex
+from .interceptors import ObservabilityInterceptor
+from .metrics import GatewayMetrics
 from .servicer import EligibilityServicer
 from .settings import Settings
 from .snapshot import Keys
+from .tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,7 @@ class Gateway:
     audit: OverrideAudit
     redis: aioredis.Redis
     tasks: list[asyncio.Task[None]]
+    metrics: GatewayMetrics | None = None
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Go NOT_SERVING, let in-flight calls finish, then stop everything."""
@@ -62,16 +67,26 @@ class Gateway:
                 extra={"pending": len(self.audit.pending), "error": str(exc)[:200]},
             )
         await self.redis.aclose()
+        if self.metrics is not None:
+            self.metrics.close()
 
 
 def build_server(
-    settings: Settings, holder: IndexHolder, audit: OverrideAudit
+    settings: Settings,
+    holder: IndexHolder,
+    audit: OverrideAudit,
+    metrics: GatewayMetrics | None = None,
 ) -> tuple[grpc.aio.Server, health_aio.HealthServicer, int]:
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
     ]
-    server = grpc.aio.server(options=options)
+    server = grpc.aio.server(
+        options=options,
+        # Beyond this many RPCs at once, new ones get RESOURCE_EXHAUSTED at once.
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+        interceptors=[ObservabilityInterceptor(metrics)] if metrics is not None else None,
+    )
     servicer = EligibilityServicer(
         holder,
         Policy(
@@ -80,6 +95,7 @@ def build_server(
         ),
         max_lines_per_claim=settings.max_lines_per_claim,
         overrides=audit,
+        observer=metrics,
     )
     pb_grpc.add_EligibilityGatewayServicer_to_server(servicer, server)
     health_servicer = health_aio.HealthServicer()
@@ -87,7 +103,12 @@ def build_server(
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    credentials = server_credentials(settings)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
     if port == 0:
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")
     return server, health_servicer, port
@@ -101,21 +122,38 @@ async def start_gateway(settings: Settings) -> Gateway:
     keys = Keys(settings.prefix)
     holder = IndexHolder()
     audit = OverrideAudit(client, keys.overrides)
-    server, health_servicer, port = build_server(settings, holder, audit)
+    metrics = GatewayMetrics(holder, audit=audit)
+    server, health_servicer, port = build_server(settings, holder, audit, metrics)
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, NOT_SERVING)
 
     async def serving(index: StatusIndex) -> None:
+        metrics.index_swapped(index)
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, SERVING)
 
     follower = SnapshotFollower(
-        client, keys, holder, poll_interval_s=settings.poll_interval_s, on_swap=serving
+        client,
+        keys,
+        holder,
+        poll_interval_s=settings.poll_interval_s,
+        on_swap=serving,
+        cache=(
+            SnapshotCache(settings.snapshot_cache_dir, settings.prefix)
+            if settings.snapshot_cache_dir
+            else None
+        ),
     )
+    metrics.state.follower = follower
+    if settings.metrics_port:
+        metrics_port = metrics.serve(settings.host, settings.metrics_port)
+        log.info("metrics listening", extra={"metrics_port": metrics_port})
     await server.start()
     tasks = [asyncio.create_task(follower.run()), asyncio.create_task(audit.run())]
     log.info("gateway listening", extra={"port": port, "prefix": settings.prefix})
-    return Gateway(settings, server, port, holder, health_servicer, follower, audit, client, tasks)
+    return Gateway(
+        settings, server, port, holder, health_servicer, follower, audit, client, tasks, metrics
+    )
 
 
 async def wait_until_loaded(gateway: Gateway, timeout_s: float | None) -> StatusIndex:

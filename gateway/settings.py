@@ -27,7 +27,22 @@ class Settings:
     max_message_bytes: int = 4 * 1024 * 1024
     # How often to look for a new snapshot when no notification arrives.
     poll_interval_s: float = 1.0
+    # Directory where the last loaded index is saved, to start from it when
+    # Redis is down at start (gateway.disk_cache); None = no disk cache.
+    snapshot_cache_dir: str | None = None
     log_level: str = "INFO"
+    # Operations (gateway.metrics, gateway.tls, graceful shutdown).
+    # Prometheus /metrics on this HTTP port (on `host`); None or 0 = off.
+    metrics_port: int | None = None
+    # TLS on the gRPC port: certificate chain and private key (PEM files);
+    # with a client CA, clients must present a certificate it signed (mTLS).
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None
+    # RPCs in progress at once (a stream counts as one); more get RESOURCE_EXHAUSTED.
+    max_concurrent_rpcs: int = 1000
+    # On SIGTERM: NOT_SERVING at once, then in-flight calls get this long to finish.
+    shutdown_grace_s: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -53,6 +68,16 @@ class Settings:
             raise ValueError(f"max_message_bytes: {self.max_message_bytes} is too small")
         if self.poll_interval_s <= 0:
             raise ValueError(f"poll_interval_s: {self.poll_interval_s} must be > 0")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port: {self.metrics_port} is not a TCP port")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file, tls_key_file: give both or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file: mutual TLS needs tls_cert_file and tls_key_file")
+        if self.max_concurrent_rpcs < 1:
+            raise ValueError(f"max_concurrent_rpcs: {self.max_concurrent_rpcs} must be >= 1")
+        if self.shutdown_grace_s < 0:
+            raise ValueError(f"shutdown_grace_s: {self.shutdown_grace_s} must be >= 0")
         return self
 
 

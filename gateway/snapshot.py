@@ -9,6 +9,19 @@ version number that only goes up::
     {prefix}:snapshot:{v}:{array}:{chunk}      raw bytes, <= CHUNK_BYTES each
     {prefix}:snapshot:current                  the published version (the flip)
     {prefix}:snapshot:published                pub/sub channel: new version
+    {prefix}:snapshot:{v}:overlay              hash: changes on top of v, merged
+    {prefix}:changes                           stream: snapshot markers and changes
+
+Live changes (``gateway.overlay``, written by ``loader.changes``): each change
+to a few practitioners is one ``{prefix}:changes`` entry ``kind=change,
+base=v, seq=n, a:{array}=...`` (their complete records, in the arrays below)
+and, in the same atomic step, the merged overlay of all of v's changes in the
+hash ``snapshot:{v}:overlay`` (fields ``seq``, ``id`` = the entry, and the
+arrays). The flip of a snapshot appends ``kind=snapshot, version=v`` and
+creates that hash with ``seq`` 0 and ``id`` = the marker: the stream position
+the snapshot starts from. Changes apply only on top of their own ``base``; a
+new snapshot supersedes them. Only the overlay hash of a version changes
+after it is written.
 
 A version's keys are written first and never change afterwards; the single
 ``SET current`` that publishes it is what makes publication atomic: a gateway
@@ -93,6 +106,10 @@ class Keys:
 
     def version_pattern(self, version: int) -> str:
         return f"{self.prefix}:snapshot:{version}:*"
+
+    def overlay(self, version: int) -> str:
+        """Hash: the changes published on top of ``version``, merged (``gateway.overlay``)."""
+        return f"{self.prefix}:snapshot:{version}:overlay"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ Subcommands::
             [--format csv|jsonl] [--redis-url URL] [--prefix P] [--dry-run]
     explain --registry FILE --ledger FILE [--policy NAME] CODE
     sample  --out DIR [--practitioners N] [--seed S] [--format csv|jsonl]
+    change  --registry FILE [--status FILE] [--ledger FILE [--policy NAME]]
+            [--expect-snapshot V] [--redis-url URL] [--prefix P] [--dry-run]
     status  [--redis-url URL] [--prefix P]
 
 ``--redis-url`` and ``--prefix`` default to ``ELIG_REDIS_URL`` and
@@ -38,9 +40,16 @@ import redis
 
 from gateway.codes import decode_practitioner
 from gateway.errors import InvalidCodeError, LoadError, StalePublishError
+from gateway.overlay import index_version
 from gateway.snapshot import ARRAY_DTYPES, Arrays, Keys
 
 from .build import PointsTimelines, build_arrays
+from .changes import (
+    DEFAULT_STREAM_MAX_ENTRIES,
+    ChangeNotPublishedError,
+    publish_change,
+    read_change_seq,
+)
 from .explain import explain_practitioner
 from .ledger import read_ledger
 from .points import Ledger, PointsResult, RegistrationStarts, derive_statuses
@@ -226,18 +235,57 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_change(args: argparse.Namespace) -> int:
+    """Publish the complete new records of the practitioners in the files (loader.changes)."""
+    if args.status is None and args.ledger is None:
+        raise _UsageError("give --status, --ledger or both (an empty file: no sanctions)")
+    inputs = read_inputs(args.registry, args.status, args.format)
+    if args.ledger is not None:
+        _, derived = derive_from_ledger(inputs, args.ledger, args.policy, args.format)
+        arrays, _ = build_snapshot(
+            inputs, extra_timelines=derived.timelines(), points=derived.points_timelines()
+        )
+    else:
+        arrays, _ = build_snapshot(inputs)
+    names = [decode_practitioner(int(key)) for key in arrays["prac_codes"][:10]]
+    more = len(arrays["prac_codes"]) - len(names)
+    print(f"change: {len(arrays['prac_codes'])} practitioners: {', '.join(names)}"
+          + (f" and {more} more" if more else ""))  # fmt: skip
+    if args.dry_run:
+        print("dry run: nothing published")
+        return EXIT_OK
+    client = _redis(args.redis_url)
+    try:
+        result = publish_change(
+            client,
+            Keys(args.prefix),
+            arrays,
+            expect_snapshot=args.expect_snapshot,
+            stream_max_entries=args.stream_max_entries,
+        )
+    finally:
+        client.close()
+    print(
+        f"published change {result.seq} on top of snapshot {result.base} "
+        f"(index_version {result.index_version}, stream entry {result.stream_id})"
+    )
+    return EXIT_OK
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     keys = Keys(args.prefix)
     client = _redis(args.redis_url)
     try:
         version = read_current_version(client, keys)
         manifest = read_manifest(client, keys, version) if version is not None else None
+        changes = read_change_seq(client, keys, version) if version is not None else 0
     finally:
         client.close()
     if version is None:
         print(f"no snapshot published under prefix {args.prefix!r}")
         return EXIT_NOT_PUBLISHED
     print(f"current version: {version}")
+    print(f"live changes on top: {changes} (index_version {index_version(version, changes)})")
     if manifest is None:
         print("manifest: missing")
         return EXIT_NOT_PUBLISHED
@@ -306,6 +354,34 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--format", choices=("csv", "jsonl"), default="csv")
     sample.set_defaults(run=_cmd_sample)
 
+    change = commands.add_parser(
+        "change",
+        help="publish new records of a few practitioners on top of the current snapshot",
+        description="The files hold ALL the records of the practitioners who changed (every "
+        "registry row, every status record or ledger event); each practitioner named gets "
+        "exactly that record, everyone else is untouched. Running gateways apply it within "
+        "milliseconds; the next full load must include it.",
+    )
+    change.add_argument("--registry", required=True, type=Path, help="their registry rows")
+    change.add_argument("--status", type=Path, help="their status feed records")
+    change.add_argument("--ledger", type=Path, help="their scoring ledger events")
+    change.add_argument("--policy", default="national", help=f"({policies}; default national)")
+    change.add_argument("--format", choices=("csv", "jsonl"), help="input format")
+    change.add_argument(
+        "--expect-snapshot",
+        type=int,
+        help="publish only if this snapshot version is still current (default: the current one)",
+    )
+    change.add_argument(
+        "--stream-max-entries",
+        type=int,
+        default=DEFAULT_STREAM_MAX_ENTRIES,
+        help=f"entries the change stream keeps (default {DEFAULT_STREAM_MAX_ENTRIES})",
+    )
+    change.add_argument("--dry-run", action="store_true", help="validate only, do not publish")
+    redis_options(change)
+    change.set_defaults(run=_cmd_change)
+
     status = commands.add_parser("status", help="show the published version and its counts")
     redis_options(status)
     status.set_defaults(run=_cmd_status)
@@ -324,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except StalePublishError as exc:
+    except (StalePublishError, ChangeNotPublishedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_NOT_PUBLISHED
     except redis.RedisError as exc:

@@ -14,6 +14,9 @@ Steps, and why:
    version on the ``published`` channel in the same atomic step (versions
    only go up: a slow run that started first can never overwrite a newer
    snapshot; it gets ``StalePublishError``).
+   The same step starts the new version's live changes: a marker on the
+   change stream, the version's empty overlay hash, and a trim of the
+   stream's older entries (see ``gateway.snapshot``, ``loader.changes``).
 4. After the flip, every other version below the new one except the one it
    replaced is unlinked (``SCAN`` on the prefix, ``UNLINK`` so Redis frees the
    big values in the background). The previous version is kept so that a
@@ -56,9 +59,16 @@ DEFAULT_BATCH_BYTES = 2 * CHUNK_BYTES
 _SCAN_COUNT = 1000
 _UNLINK_BATCH = 500
 
-# KEYS[1] current, KEYS[2] the new version's manifest; ARGV[1] the new
-# version, ARGV[2] the channel. Returns {outcome, version current before}:
-# 1 flipped, 0 refused (not newer), -1 refused (manifest missing).
+# KEYS[1] current, KEYS[2] the new version's manifest, KEYS[3] the change
+# stream, KEYS[4] the new version's overlay hash; ARGV[1] the new version,
+# ARGV[2] the channel. Returns {outcome, version current before}: 1 flipped,
+# 0 refused (not newer), -1 refused (manifest missing).
+#
+# In the same atomic step as the flip: a ``kind=snapshot`` marker on the
+# change stream (gateways following it reload at once), the new version's
+# overlay hash with ``seq`` 0 and ``id`` = the marker (the position its
+# changes start after), and the entries before the marker are trimmed: they
+# are changes on top of older versions, which this one supersedes.
 _FLIP_LUA = """
 local new = tonumber(ARGV[1])
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -66,6 +76,9 @@ if new <= current then return {0, current} end
 if redis.call('EXISTS', KEYS[2]) == 0 then return {-1, current} end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[1])
+local id = redis.call('XADD', KEYS[3], '*', 'kind', 'snapshot', 'version', ARGV[1])
+redis.call('XTRIM', KEYS[3], 'MINID', id)
+redis.call('HSET', KEYS[4], 'seq', 0, 'id', id)
 return {1, current}
 """
 
@@ -141,7 +154,14 @@ def _write_chunks(
 def _flip(client: redis.Redis, keys: Keys, version: int) -> tuple[int, int]:
     """Run the flip script; return (outcome, the version that was current before)."""
     outcome, current = client.eval(
-        _FLIP_LUA, 2, keys.current, keys.manifest(version), version, keys.published_channel
+        _FLIP_LUA,
+        4,
+        keys.current,
+        keys.manifest(version),
+        keys.changes,
+        keys.overlay(version),
+        version,
+        keys.published_channel,
     )
     return int(outcome), int(current)
 

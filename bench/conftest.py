@@ -1,0 +1,56 @@
+"""Fixtures for the pytest-benchmark microbenchmarks: one national-scale index
+per session (15 million practitioners unless ``BENCH_PRACTITIONERS`` says
+otherwise), built in memory: these benchmarks time the kernel, not Redis."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import pytest
+
+from bench.national import NATIONAL_PRACTITIONERS, ClaimGenerator, NationalData, national_data
+from gateway.claims import ParsedClaim
+from gateway.decide import Decisions, Policy
+from gateway.index import IndexHolder, StatusIndex
+from gateway.servicer import EligibilityServicer
+from proto.eligibility.v1 import eligibility_pb2 as pb
+
+
+class DiscardOverrides:
+    """An override sink that keeps nothing (the audit is off the decision path)."""
+
+    def record(
+        self,
+        request: pb.CheckClaimRequest,
+        claim: ParsedClaim,
+        line_indexes: Sequence[int],
+        decisions: Decisions,
+        index_version: int,
+    ) -> None:
+        return None
+
+
+@pytest.fixture(scope="session")
+def national() -> NationalData:
+    n = int(os.environ.get("BENCH_PRACTITIONERS", NATIONAL_PRACTITIONERS))
+    return national_data(n)
+
+
+@pytest.fixture(scope="session")
+def index(national: NationalData) -> StatusIndex:
+    return StatusIndex(national.arrays, version=1)
+
+
+@pytest.fixture(scope="session")
+def claims(national: NationalData) -> ClaimGenerator:
+    return ClaimGenerator(national, seed=11)
+
+
+@pytest.fixture(scope="session")
+def servicer(index: StatusIndex) -> EligibilityServicer:
+    holder = IndexHolder()
+    holder.swap(index)
+    return EligibilityServicer(
+        holder, Policy(), max_lines_per_claim=1000, overrides=DiscardOverrides()
+    )

@@ -1,0 +1,201 @@
+"""The server interceptor: request ids, RPC latency, status counts and
+in-flight requests for every RPC (the eligibility service, health and
+reflection alike), in one place instead of in each handler.
+
+Request ids: a client may send ``x-request-id`` metadata (1-64 characters of
+``A-Z a-z 0-9 . _ : -``); otherwise the gateway makes one. Either way the id
+is set for the RPC's log lines (``gateway.logs.REQUEST_ID``), stored with any
+emergency-override audit record, and returned in the trailing metadata, so a
+settlement system can quote it when it asks about a decision.
+
+Handlers are wrapped once per method (the wrapped handler is cached), so a
+call costs two clock reads, a few counter updates and a context-variable set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import grpc.aio
+
+from .logs import REQUEST_ID
+from .metrics import GatewayMetrics
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_KEY = "x-request-id"
+_VALID_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
+# Codes that mean the server, not the client, went wrong: logged as errors.
+_SERVER_FAULTS = frozenset(
+    {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.DATA_LOSS}
+)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+if TYPE_CHECKING:  # generic in the stubs only
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    Handler = grpc.RpcMethodHandler
+    _Interceptor = grpc.aio.ServerInterceptor
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
+
+
+def request_id_of(context: Context) -> str:
+    """The client's ``x-request-id`` when it is well-formed, else a new one."""
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str) and _VALID_ID.fullmatch(value):
+            return value
+    return secrets.token_hex(8)
+
+
+def _code_of(context: Context, exc: BaseException | None) -> grpc.StatusCode:
+    """The status an RPC ended with, as far as the server can tell."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    # A call past its deadline may end without an exception: its request
+    # stream just stops.
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    if context.cancelled() or isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.OK if exc is None else grpc.StatusCode.UNKNOWN
+
+
+class _Call:
+    """Per-method metric children, bound once, and the bookkeeping of one call."""
+
+    def __init__(self, metrics: GatewayMetrics, full_method: str) -> None:
+        service, _, method = full_method.lstrip("/").rpartition("/")
+        self.service = service
+        self.method = method
+        self.metrics = metrics
+        self.seconds = metrics.rpc_seconds.labels(service, method)
+        self.in_flight = metrics.in_flight.labels(service, method)
+        self.ok = metrics.rpcs.labels(service, method, "OK")
+        self.messages = metrics.stream_messages.labels(service, method)
+
+    def begin(self, context: Context) -> float:
+        rid = request_id_of(context)
+        REQUEST_ID.set(rid)  # each RPC runs in its own task: no reset needed
+        context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
+        self.in_flight.inc()
+        return time.perf_counter()
+
+    def end(self, context: Context, started: float, exc: BaseException | None) -> None:
+        elapsed = time.perf_counter() - started
+        self.in_flight.dec()
+        self.seconds.observe(elapsed)
+        code = _code_of(context, exc)
+        if code is grpc.StatusCode.OK:
+            self.ok.inc()
+        else:
+            self.metrics.rpcs.labels(self.service, self.method, code.name).inc()
+        if code in _SERVER_FAULTS:
+            log.error(
+                "rpc failed",
+                exc_info=exc
+                if exc is not None and not isinstance(exc, grpc.aio.AbortError)
+                else None,
+                extra={"method": self.method, "code": code.name, "ms": round(elapsed * 1e3, 3)},
+            )
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "rpc",
+                extra={
+                    "method": self.method,
+                    "code": code.name,
+                    "ms": round(elapsed * 1e3, 3),
+                    "details": context.details() or "",
+                },
+            )
+
+
+class ObservabilityInterceptor(_Interceptor):
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self.metrics = metrics
+        self._handlers: dict[str, Handler] = {}
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler:
+        method = handler_call_details.method
+        wrapped = self._handlers.get(method)
+        if wrapped is None:
+            handler: Handler | None = await continuation(handler_call_details)
+            if handler is None:  # unknown method: UNIMPLEMENTED; not cached (unbounded)
+                return handler  # type: ignore[return-value]  # the stubs forget None
+            wrapped = self._handlers[method] = _wrap(handler, _Call(self.metrics, method))
+        return wrapped
+
+
+def _wrap(handler: Handler, call: _Call) -> Handler:
+    kwargs: dict[str, Any] = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(_unary(handler.unary_unary, call), **kwargs)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(_unary(handler.stream_unary, call), **kwargs)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(_stream(handler.unary_stream, call), **kwargs)
+    if handler.stream_stream is not None:
+        return grpc.stream_stream_rpc_method_handler(_stream(handler.stream_stream, call), **kwargs)
+    return handler
+
+
+def _unary(behavior: Callable[..., Any], call: _Call) -> Callable[..., Any]:
+    async def unary(request: Any, context: Context) -> Any:
+        started = call.begin(context)
+        try:
+            response = await behavior(request, context)
+        except BaseException as exc:
+            call.end(context, started, exc)
+            raise
+        call.end(context, started, None)
+        return response
+
+    return unary
+
+
+def _stream(behavior: Callable[..., Any], call: _Call) -> Callable[..., Any]:
+    """Streaming responses come from an async generator, or from a coroutine
+    that writes them with ``context.write``: the wrapper has the same shape."""
+    if inspect.iscoroutinefunction(behavior):
+
+        async def writes(request: Any, context: Context) -> None:
+            started = call.begin(context)
+            try:
+                await behavior(request, context)
+            except BaseException as exc:
+                call.end(context, started, exc)
+                raise
+            call.end(context, started, None)
+
+        return writes
+
+    async def generates(request: Any, context: Context) -> AsyncIterator[Any]:
+        started = call.begin(context)
+        messages = 0
+        try:
+            async for response in behavior(request, context):
+                messages += 1
+                yield response
+        except BaseException as exc:
+            call.messages.inc(messages)
+            call.end(context, started, exc)
+            raise
+        call.messages.inc(messages)
+        call.end(context, started, None)
+
+    return generates

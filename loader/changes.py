@@ -1,0 +1,175 @@
+"""Publishing live changes: the complete new records of a few practitioners,
+on top of the current snapshot, without a full load (``gateway.overlay``).
+
+A change is built exactly like a snapshot (same validation, same points
+engine, ``loader.__main__.build_snapshot``) from small input files holding
+ALL the records of the practitioners who changed: every registry row, and
+every status-feed record or every scoring-ledger event (a REVOKE is
+replayed with the event it revokes). Whoever is named in the files gets the
+new record; no one else is touched.
+
+Publication is one Lua script, atomic in Redis:
+
+- it refuses unless ``base`` is still the current snapshot (a change is
+  built on top of one snapshot; a new snapshot supersedes its changes), and
+  unless the overlay's ``seq`` is still the one the merge was computed from
+  (two operators publishing at once: the loser re-reads and retries);
+- it appends the change to the stream (``kind=change, base, seq,
+  published_at_ns`` and the arrays; ``MAXLEN ~`` bounds the stream, which is
+  safe because the overlay hash holds everything), and
+- stores the merged overlay with the new ``seq`` and the entry's id in the
+  version's overlay hash, which is what a gateway reloading reads.
+
+So a gateway sees a change in the stream and in the hash at once, or not at
+all, and ``seq`` numbers the changes of one snapshot 1, 2, 3, ... without gaps.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import cast
+
+import redis
+
+from gateway.errors import SnapshotError
+from gateway.overlay import (
+    CHANGE_SEQ_BASE,
+    EMPTY_OVERLAY,
+    decode_arrays,
+    encode_arrays,
+    index_version,
+    merge_changes,
+)
+from gateway.snapshot import Arrays, Keys, validate_arrays
+
+# Entries kept in the change stream (approximately: MAXLEN ~). Gateways that
+# fall further behind reload the overlay hash instead of replaying.
+DEFAULT_STREAM_MAX_ENTRIES = 100_000
+_ATTEMPTS = 5
+
+# KEYS[1] current, KEYS[2] the base's overlay hash, KEYS[3] the stream.
+# ARGV[1] base, ARGV[2] the overlay seq the merge was built on, ARGV[3]
+# MAXLEN, ARGV[4] published_at_ns, ARGV[5] n = number of array fields; then
+# n name/value pairs of the change, then n name/value pairs of the merged
+# overlay. Returns {1, seq, id} published, {0, current} base not current,
+# {-1, seq} the overlay moved on (retry).
+_CHANGE_LUA = """
+local base = tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current ~= base then return {0, current} end
+local seq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
+if seq ~= tonumber(ARGV[2]) then return {-1, seq} end
+local new = seq + 1
+local n = tonumber(ARGV[5])
+local entry = {'kind', 'change', 'base', ARGV[1], 'seq', tostring(new), 'published_at_ns', ARGV[4]}
+for i = 6, 5 + 2 * n do entry[#entry + 1] = ARGV[i] end
+local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', unpack(entry))
+local overlay = {'seq', tostring(new), 'id', id}
+for i = 6 + 2 * n, 5 + 4 * n do overlay[#overlay + 1] = ARGV[i] end
+redis.call('HSET', KEYS[2], unpack(overlay))
+return {1, new, id}
+"""
+
+
+class ChangeNotPublishedError(RuntimeError):
+    """The change was not published (no snapshot, another snapshot current, conflicts)."""
+
+
+@dataclass(frozen=True)
+class ChangeResult:
+    """A published change: its snapshot, sequence number, ``index_version`` and stream entry."""
+
+    base: int
+    seq: int
+    practitioners: int
+    stream_id: str
+
+    @property
+    def index_version(self) -> int:
+        return index_version(self.base, self.seq)
+
+
+def publish_change(
+    client: redis.Redis,
+    keys: Keys,
+    change: Arrays,
+    *,
+    expect_snapshot: int | None = None,
+    stream_max_entries: int = DEFAULT_STREAM_MAX_ENTRIES,
+) -> ChangeResult:
+    """Publish ``change`` (snapshot-format arrays of the changed practitioners).
+
+    Applies on top of the current snapshot, or only if it is
+    ``expect_snapshot``. Raises ``SnapshotError`` for arrays that break the
+    format (nothing written), ``ChangeNotPublishedError`` if no snapshot is
+    published, another than ``expect_snapshot`` is current, or concurrent
+    publishers won every attempt; Redis errors as they come. In every
+    failure case nothing was published.
+    """
+    validate_arrays(change)
+    count = len(change["prac_codes"])
+    if count == 0:
+        raise SnapshotError("a change names no practitioner")
+    fields = encode_arrays(change)
+    for _ in range(_ATTEMPTS):
+        raw = client.get(keys.current)
+        current = int(raw) if raw is not None else 0
+        if current == 0:
+            raise ChangeNotPublishedError("no snapshot is published: load one first")
+        if expect_snapshot is not None and current != expect_snapshot:
+            raise ChangeNotPublishedError(_not_current(expect_snapshot, current))
+        seq, overlay = _read_overlay(client, keys, current)
+        if seq + 1 >= CHANGE_SEQ_BASE:
+            raise ChangeNotPublishedError(
+                f"snapshot {current} has {seq} changes, the most one snapshot takes: "
+                "publish a full snapshot"
+            )
+        merged = encode_arrays(merge_changes(overlay, change))
+        args: list[bytes | str | int] = [
+            current,
+            seq,
+            stream_max_entries,
+            time.time_ns(),
+            len(fields),
+        ]
+        for name, value in fields.items():
+            args += [name, value]
+        for name, value in merged.items():
+            args += [name, value]
+        reply = cast(
+            list[int | bytes],
+            client.eval(_CHANGE_LUA, 3, keys.current, keys.overlay(current), keys.changes, *args),
+        )
+        outcome = int(reply[0])
+        if outcome == 1:
+            stream_id = reply[2]
+            sid = stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
+            return ChangeResult(current, int(reply[1]), count, sid)
+        if outcome == 0 and expect_snapshot is not None:
+            raise ChangeNotPublishedError(_not_current(expect_snapshot, int(reply[1])))
+        # A new snapshot became current, or another change went in first: rebuild on it.
+    raise ChangeNotPublishedError(
+        f"other publishers moved snapshot {current}'s changes on {_ATTEMPTS} times in a row"
+    )
+
+
+def _not_current(expected: int, current: int) -> str:
+    return (
+        f"the change was built for snapshot {expected} but {current} is current: "
+        "rebuild it on the current snapshot, or check that snapshot already includes it"
+    )
+
+
+def read_change_seq(client: redis.Redis, keys: Keys, version: int) -> int:
+    """How many changes have been published on top of snapshot ``version``."""
+    raw = client.hget(keys.overlay(version), "seq")
+    return int(cast(bytes, raw)) if raw is not None else 0
+
+
+def _read_overlay(client: redis.Redis, keys: Keys, version: int) -> tuple[int, Arrays]:
+    fields = cast(dict[bytes, bytes], client.hgetall(keys.overlay(version)))
+    seq = int(fields.get(b"seq", b"0"))
+    if seq == 0:
+        return 0, EMPTY_OVERLAY
+    return seq, decode_arrays(fields, f"overlay of snapshot {version}")

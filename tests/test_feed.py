@@ -1,0 +1,286 @@
+"""gateway.feed against a real redis-server: the follower loads the snapshot and
+its overlay, applies changes from the stream in order, reloads when it lost
+its place or a new snapshot is published, keeps deciding while Redis is
+down (fail-static), catches up when it returns, and starts from the disk
+cache when Redis is down at start."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from gateway import codes
+from gateway.days import iso_to_day
+from gateway.disk_cache import SnapshotCache
+from gateway.domain import Status
+from gateway.feed import SnapshotFollower
+from gateway.index import IndexHolder
+from gateway.overlay import LayeredIndex, index_version
+from gateway.redis_process import RedisProcess, free_port
+from gateway.snapshot import Keys
+from loader.changes import publish_change
+from loader.publish import publish_snapshot
+from tests.factory import Person, build_arrays
+
+HOSPITAL = "H11010500001"
+DOCTORS = [f"D1101050000{i:02d}" for i in range(1, 9)]
+DAY = iso_to_day("2025-03-01")
+POLL_S = 0.05
+
+
+def active(code: str) -> Person:
+    return Person(code, [(HOSPITAL, "2020-01-01", None)])
+
+
+def suspended(code: str) -> Person:
+    return Person(
+        code, [(HOSPITAL, "2020-01-01", None)], [("2025-02-01", Status.SUSPENDED, "2025-04-30")]
+    )
+
+
+def status_of(holder: IndexHolder, code: str) -> int:
+    index = holder.current
+    assert index is not None
+    key = np.array([codes.encode_practitioner(code)], dtype=np.int64)
+    return int(index.lookup(index.rows(key), np.array([DAY], dtype=np.int64), -1).status[0])
+
+
+def held(holder: IndexHolder) -> LayeredIndex:
+    assert isinstance(holder.current, LayeredIndex)
+    return holder.current
+
+
+async def until(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def run_follower(
+    url: str,
+    prefix: str,
+    body: Callable[[SnapshotFollower], Awaitable[None]],
+    cache_dir: Path | None = None,
+) -> SnapshotFollower:
+    """Run a follower in its own event loop while ``body`` drives the test."""
+
+    async def main() -> SnapshotFollower:
+        client = aioredis.Redis.from_url(url, socket_connect_timeout=0.5)
+        cache = SnapshotCache(cache_dir, prefix) if cache_dir is not None else None
+        follower = SnapshotFollower(
+            client, Keys(prefix), IndexHolder(), poll_interval_s=POLL_S, cache=cache
+        )
+        task = asyncio.create_task(follower.run())
+        try:
+            await body(follower)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await client.aclose()
+        return follower
+
+    return asyncio.run(main())
+
+
+@pytest.fixture
+def published(redis_client: redis.Redis, prefix: str) -> int:
+    people = [active(code) for code in DOCTORS]
+    return publish_snapshot(redis_client, Keys(prefix), build_arrays(people)).version
+
+
+def test_changes_apply_in_order_on_top_of_the_snapshot_without_rebuilding_it(
+    redis_url: str, redis_client: redis.Redis, prefix: str, published: int
+) -> None:
+    keys = Keys(prefix)
+
+    async def body(follower: SnapshotFollower) -> None:
+        holder = follower.holder
+        await until(lambda: holder.current is not None, "the first load")
+        base = held(holder).base
+        assert holder.version == index_version(published, 0)
+        for n, code in enumerate(DOCTORS[:3], start=1):
+            publish_change(redis_client, keys, build_arrays([suspended(code)]))
+            await until(lambda n=n: held(holder).change_seq == n, f"change {n}")  # type: ignore[misc]
+            assert status_of(holder, code) == Status.SUSPENDED
+        assert held(holder).base is base  # the snapshot's arrays were not rebuilt
+        assert holder.version == index_version(published, 3)
+        assert status_of(holder, DOCTORS[3]) == Status.ACTIVE
+        # A repair: the complete new record of DOCTORS[0] has no suspension.
+        publish_change(redis_client, keys, build_arrays([active(DOCTORS[0])]))
+        await until(lambda: held(holder).change_seq == 4, "change 4")
+        assert status_of(holder, DOCTORS[0]) == Status.ACTIVE
+        assert follower.change_lag_seconds is not None
+
+    follower = run_follower(redis_url, prefix, body)
+    assert (follower.changes_applied, follower.lost_place) == (4, 0)
+
+
+def test_a_late_follower_loads_the_overlay_and_applies_nothing_twice(
+    redis_url: str, redis_client: redis.Redis, prefix: str, published: int
+) -> None:
+    keys = Keys(prefix)
+    for code in DOCTORS[:3]:
+        publish_change(redis_client, keys, build_arrays([suspended(code)]))
+
+    async def body(follower: SnapshotFollower) -> None:
+        holder = follower.holder
+        await until(lambda: holder.current is not None, "the first load")
+        assert held(holder).change_seq == 3  # from the overlay hash, not the stream
+        publish_change(redis_client, keys, build_arrays([suspended(DOCTORS[3])]))
+        await until(lambda: held(holder).change_seq == 4, "change 4")
+        assert [status_of(holder, c) for c in DOCTORS[:5]] == [Status.SUSPENDED] * 4 + [
+            Status.ACTIVE
+        ]
+
+    follower = run_follower(redis_url, prefix, body)
+    assert follower.changes_applied == 1
+
+
+def test_a_snapshot_without_an_overlay_hash_is_followed_from_the_stream_start(
+    redis_url: str, redis_client: redis.Redis, prefix: str, published: int
+) -> None:
+    keys = Keys(prefix)
+    for code in DOCTORS[:2]:
+        publish_change(redis_client, keys, build_arrays([suspended(code)]))
+    redis_client.delete(keys.overlay(published))  # as if published before live changes
+
+    async def body(follower: SnapshotFollower) -> None:
+        await until(lambda: follower.changes_applied == 2, "both changes from the stream")
+        assert held(follower.holder).change_seq == 2
+
+    run_follower(redis_url, prefix, body)
+
+
+@pytest.mark.parametrize("keep", [0, 1])
+def test_a_trimmed_stream_forces_a_reload(
+    redis_url: str, redis_client: redis.Redis, prefix: str, published: int, keep: int
+) -> None:
+    keys = Keys(prefix)
+
+    async def body(follower: SnapshotFollower) -> None:
+        holder = follower.holder
+        await until(lambda: holder.current is not None, "the first load")
+        publish_change(redis_client, keys, build_arrays([suspended(DOCTORS[0])]))
+        await until(lambda: held(holder).change_seq == 1, "change 1")
+        # Without yielding to the follower: three more changes, then the
+        # stream is trimmed past them (keeping `keep` entries).
+        for code in DOCTORS[1:4]:
+            publish_change(redis_client, keys, build_arrays([suspended(code)]))
+        redis_client.xtrim(keys.changes, maxlen=keep, approximate=False)
+        await until(lambda: held(holder).change_seq == 4, "the reload")
+        assert [status_of(holder, c) for c in DOCTORS[:4]] == [Status.SUSPENDED] * 4
+
+    follower = run_follower(redis_url, prefix, body)
+    assert follower.lost_place == 1, follower.health_details()
+    assert follower.reloads >= 1
+
+
+def test_a_new_snapshot_supersedes_the_overlay(
+    redis_url: str, redis_client: redis.Redis, prefix: str, published: int
+) -> None:
+    keys = Keys(prefix)
+
+    async def body(follower: SnapshotFollower) -> None:
+        holder = follower.holder
+        await until(lambda: holder.current is not None, "the first load")
+        publish_change(redis_client, keys, build_arrays([suspended(DOCTORS[0])]))
+        await until(lambda: held(holder).change_seq == 1, "change 1")
+        people = [active(c) for c in DOCTORS[1:]]
+        v2 = publish_snapshot(redis_client, keys, build_arrays(people)).version
+        await until(lambda: held(holder).snapshot_version == v2, "snapshot 2")
+        assert holder.version == index_version(v2, 0) > index_version(published, 1)
+        assert status_of(holder, DOCTORS[0]) == Status.NOT_REGISTERED  # not in v2
+        publish_change(redis_client, keys, build_arrays([suspended(DOCTORS[1])]))
+        await until(lambda: holder.version == index_version(v2, 1), "change 1 on v2")
+
+    run_follower(redis_url, prefix, body)
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisProcess]:
+    """A redis-server this test may stop and restart (the session's stays up)."""
+    with RedisProcess() as server:
+        yield server
+
+
+def test_fail_static_while_redis_is_down_then_catch_up(
+    own_redis: RedisProcess, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    client = redis.Redis.from_url(own_redis.url)
+    version = publish_snapshot(client, keys, build_arrays([active(c) for c in DOCTORS])).version
+
+    async def body(follower: SnapshotFollower) -> None:
+        holder = follower.holder
+        await until(lambda: follower.redis_ok and holder.current is not None, "the first load")
+        publish_change(client, keys, build_arrays([suspended(DOCTORS[0])]))
+        await until(lambda: held(holder).change_seq == 1, "change 1")
+        client.save()  # persistence is off; keep the data across the restart
+        own_redis.stop()
+        await until(lambda: not follower.redis_ok, "the follower to notice")
+        assert follower.stale_since is not None
+        assert follower.health_details()["stale"] is True
+        assert holder.version == index_version(version, 1)  # still deciding
+        assert status_of(holder, DOCTORS[0]) == Status.SUSPENDED
+        own_redis.start()
+        publish_change(client, keys, build_arrays([suspended(DOCTORS[1])]))
+        await until(lambda: held(holder).change_seq == 2, "the catch-up", timeout_s=15)
+        await until(lambda: follower.redis_ok, "redis_ok again")
+        assert follower.stale_since is None
+
+    try:
+        run_follower(own_redis.url, prefix, body)
+    finally:
+        client.close()
+
+
+def test_start_from_the_disk_cache_while_redis_is_down(
+    redis_url: str, redis_client: redis.Redis, prefix: str, published: int, tmp_path: Path
+) -> None:
+    keys = Keys(prefix)
+    cache_dir = tmp_path / "cache"
+
+    async def fill_cache(follower: SnapshotFollower) -> None:
+        await until(lambda: follower.holder.current is not None, "the first load")
+        publish_change(redis_client, keys, build_arrays([suspended(DOCTORS[0])]))
+        await until(lambda: follower.changes_applied == 1, "change 1")
+        cache = SnapshotCache(cache_dir, prefix)
+
+        def saved_seq() -> int:
+            try:
+                cached = cache.load()
+            except Exception:  # a file being replaced is never torn; absent is fine
+                return -1
+            return cached.index.change_seq if cached is not None else -1
+
+        await until(lambda: saved_seq() == 1, "the cache to hold change 1")
+
+    run_follower(redis_url, prefix, fill_cache, cache_dir)
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+
+    async def from_cache(follower: SnapshotFollower) -> None:
+        await until(lambda: follower.holder.current is not None, "the cached index")
+        assert follower.source == "disk-cache"
+        assert not follower.redis_ok and follower.stale_since is not None
+        assert follower.disk_cache_saved_at
+        assert follower.holder.version == index_version(published, 1)
+        assert status_of(follower.holder, DOCTORS[0]) == Status.SUSPENDED
+        assert status_of(follower.holder, DOCTORS[1]) == Status.ACTIVE
+
+    run_follower(dead, prefix, from_cache, cache_dir)
+
+    async def other_prefix(follower: SnapshotFollower) -> None:
+        await asyncio.sleep(0.3)
+        assert follower.holder.current is None  # a cache of another prefix is not used
+
+    run_follower(dead, prefix + "-other", other_prefix, cache_dir)

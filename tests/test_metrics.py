@@ -1,0 +1,243 @@
+"""Prometheus metrics of the real gateway (``python -m gateway --metrics-port``),
+scraped over HTTP after real gRPC calls; plus the numpy counters on their own."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+import pytest
+
+from gateway.decide import Decisions
+from gateway.domain import Decision, Reason
+from gateway.metrics import LINES_BUCKETS, ClaimMetrics
+from gateway.overlay import index_version
+from gateway.redis_process import free_port
+from proto.eligibility.v1 import eligibility_pb2 as pb
+from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
+from tests.gateway_process import GatewayProcess
+from tests.ops_data import (
+    ACTIVE,
+    ELSEWHERE,
+    SUSPENDED,
+    TERMINATED,
+    hospital_claim,
+    line,
+    pharmacy_claim,
+    publish,
+    scrape,
+    value,
+    wait_until,
+)
+
+SERVICE = "eligibility.v1.EligibilityGateway"
+
+
+@pytest.fixture(scope="module")
+def gateway(redis_url: str) -> Iterator[tuple[GatewayProcess, int, int]]:
+    prefix = "metrics-e2e"
+    version = publish(redis_url, prefix)
+    metrics_port = free_port()
+    with GatewayProcess(redis_url, prefix, "--metrics-port", str(metrics_port)) as process:
+        yield process, metrics_port, version
+
+
+def test_metrics_count_what_the_calls_decided(gateway: tuple[GatewayProcess, int, int]) -> None:
+    process, port, version = gateway
+    with grpc.insecure_channel(process.address) as channel:
+        stub = pb_grpc.EligibilityGatewayStub(channel)
+        stub.CheckClaim(
+            hospital_claim(
+                "M-1",
+                line(ACTIVE, "1", 100),
+                line(SUSPENDED, "2", 200),
+                line(SUSPENDED, "3", 300, emergency=True),
+                line(TERMINATED, "4", 400),
+                line("D1101-BAD", "5", 500),
+            ),
+            timeout=5,
+        )
+        stub.CheckClaim(pharmacy_claim("M-2", line(ELSEWHERE, "1", 50)), timeout=5)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.CheckClaim(hospital_claim("M-3"), timeout=5)  # no lines
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    wait_until(
+        lambda: value(scrape(port), "eligibility_override_audit_written_total") == 1,
+        "the override audit record",
+    )
+    samples = scrape(port)
+
+    def lines(decision: str, reason: str, channel: str = "HOSPITAL") -> float | None:
+        return value(
+            samples,
+            "eligibility_lines_decided_total",
+            decision=decision,
+            reason=reason,
+            channel=channel,
+        )
+
+    assert lines("PAY", "OK") == 1
+    assert lines("REJECT", "SUSPENDED") == 1
+    assert lines("PAY_EMERGENCY_OVERRIDE", "SUSPENDED") == 1
+    assert lines("REJECT", "TERMINATED") == 1
+    assert lines("REJECT", "INVALID_PRESCRIBER_CODE") == 1
+    assert lines("PAY", "OK", "PHARMACY") == 1
+    assert lines("PAY", "WARNED") is None  # never seen: not exported
+    overrides = "eligibility_emergency_overrides_total"
+    assert value(samples, overrides, reason="SUSPENDED", channel="HOSPITAL") == 1
+    assert value(samples, overrides, reason="TERMINATED", channel="HOSPITAL") == 0
+    fen = "eligibility_rejected_amount_fen_total"
+    assert value(samples, fen, reason="SUSPENDED", channel="HOSPITAL") == 200
+    assert value(samples, fen, reason="TERMINATED", channel="HOSPITAL") == 400
+    assert value(samples, fen, reason="INVALID_PRESCRIBER_CODE", channel="HOSPITAL") == 500
+    assert value(samples, "eligibility_claim_lines_count", channel="HOSPITAL") == 1
+    assert value(samples, "eligibility_claim_lines_sum", channel="HOSPITAL") == 5
+    assert value(samples, "eligibility_claim_lines_bucket", channel="HOSPITAL", le="2.0") == 0
+    assert value(samples, "eligibility_claim_lines_bucket", channel="HOSPITAL", le="5.0") == 1
+    assert value(samples, "eligibility_claim_lines_bucket", channel="PHARMACY", le="1.0") == 1
+
+    rpcs = "eligibility_rpcs_total"
+    assert value(samples, rpcs, service=SERVICE, method="CheckClaim", code="OK") == 2
+    invalid = value(samples, rpcs, service=SERVICE, method="CheckClaim", code="INVALID_ARGUMENT")
+    assert invalid == 1
+    count = value(
+        samples, "eligibility_rpc_duration_seconds_count", service=SERVICE, method="CheckClaim"
+    )
+    assert count == 3
+    health_ok = value(samples, rpcs, service="grpc.health.v1.Health", method="Check", code="OK")
+    assert health_ok is not None and health_ok >= 1
+
+    # index_version: snapshot version and change sequence (gateway.overlay).
+    assert value(samples, "eligibility_index_version") == index_version(version, 0)
+    assert value(samples, "eligibility_index_practitioners") == 6
+    size = value(samples, "eligibility_index_size_bytes")
+    assert size is not None and size > 0
+    age = value(samples, "eligibility_index_age_seconds")
+    assert age is not None and 0 <= age < 600
+    assert value(samples, "eligibility_redis_up") == 1
+    assert value(samples, "eligibility_redis_unreachable_seconds") == 0
+    assert value(samples, "eligibility_override_audit_pending") == 0
+    assert value(samples, "eligibility_override_audit_dropped_total") == 0
+    assert value(samples, "process_resident_memory_bytes") is not None
+
+
+def test_an_open_stream_is_in_flight_and_its_messages_are_counted(
+    gateway: tuple[GatewayProcess, int, int],
+) -> None:
+    process, port, _ = gateway
+    requests: queue.Queue[pb.CheckClaimRequest | None] = queue.Queue()
+
+    def feed() -> Iterator[pb.CheckClaimRequest]:
+        while (request := requests.get()) is not None:
+            yield request
+
+    in_flight = "eligibility_rpcs_in_flight"
+    before = scrape(port)
+    sent = value(before, "eligibility_stream_messages_total", service=SERVICE, method="CheckClaims")
+    with grpc.insecure_channel(process.address) as channel:
+        stub = pb_grpc.EligibilityGatewayStub(channel)
+        responses = stub.CheckClaims(feed(), timeout=10)
+        for i in range(3):
+            requests.put(hospital_claim(f"S-{i}", line(ACTIVE, "1")))
+            assert next(iter(responses)).claim_id == f"S-{i}"
+        assert value(scrape(port), in_flight, service=SERVICE, method="CheckClaims") == 1
+        requests.put(None)
+        assert list(responses) == []
+    wait_until(
+        lambda: value(scrape(port), in_flight, service=SERVICE, method="CheckClaims") == 0,
+        "the stream to finish",
+    )
+    after = scrape(port)
+    messages = value(
+        after, "eligibility_stream_messages_total", service=SERVICE, method="CheckClaims"
+    )
+    assert messages == (sent or 0) + 3
+    assert value(after, "eligibility_rpcs_total", service=SERVICE, method="CheckClaims", code="OK")
+
+
+def test_a_stream_past_its_deadline_ends_and_leaves_no_call_in_flight(
+    gateway: tuple[GatewayProcess, int, int],
+) -> None:
+    process, port, _ = gateway
+    release = threading.Event()
+
+    def slow_client() -> Iterator[pb.CheckClaimRequest]:
+        yield hospital_claim("D-1", line(ACTIVE, "1"))
+        release.wait(10)  # the client goes quiet past its own deadline
+
+    with grpc.insecure_channel(process.address) as channel:
+        stub = pb_grpc.EligibilityGatewayStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            list(stub.CheckClaims(slow_client(), timeout=0.5))
+        release.set()
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        # The server goes on answering.
+        assert stub.CheckClaim(hospital_claim("D-2", line(ACTIVE, "1")), timeout=5).lines
+    in_flight = "eligibility_rpcs_in_flight"
+    wait_until(
+        lambda: value(scrape(port), in_flight, service=SERVICE, method="CheckClaims") == 0,
+        "the expired stream to be released",
+    )
+    samples = scrape(port)
+    ended = {
+        code: value(
+            samples, "eligibility_rpcs_total", service=SERVICE, method="CheckClaims", code=code
+        )
+        for code in ("DEADLINE_EXCEEDED", "CANCELLED")
+    }
+    assert any(ended.values()), ended
+
+
+class _Request:
+    def __init__(self, amounts: list[int]) -> None:
+        self.lines = [pb.ClaimLine(amount_fen=a) for a in amounts]
+
+
+def _decisions(pairs: list[tuple[Decision, Reason]]) -> Decisions:
+    n = len(pairs)
+    return Decisions(
+        decision=np.array([d for d, _ in pairs], dtype=np.uint8),
+        reason=np.array([r for _, r in pairs], dtype=np.uint8),
+        status=np.zeros(n, dtype=np.uint8),
+        until_day=np.zeros(n, dtype=np.uint16),
+    )
+
+
+def test_claim_metrics_count_pairs_amounts_and_sizes_with_numpy() -> None:
+    metrics = ClaimMetrics()
+    pairs = [
+        (Decision.REJECT, Reason.SUSPENDED),
+        (Decision.REJECT, Reason.SUSPENDED),
+        (Decision.PAY, Reason.OK),
+        (Decision.REJECT, Reason.NOT_REGISTERED),
+    ]
+    metrics.observe_claim(_Request([10, 20, 30, 40]), False, _decisions(pairs))
+    metrics.observe_claim(
+        _Request([7] * 1500), True, _decisions([(Decision.PAY, Reason.OK)] * 1500)
+    )
+    families = {f.name: f for f in metrics.collect()}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in families.values()
+        for s in f.samples
+    }
+
+    def sample(name: str, **labels: str) -> float:
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    hospital = {"channel": "HOSPITAL"}
+    lines = "eligibility_lines_decided_total"
+    assert sample(lines, **hospital, decision="REJECT", reason="SUSPENDED") == 2
+    fen = "eligibility_rejected_amount_fen_total"
+    assert sample(fen, **hospital, reason="SUSPENDED") == 30
+    assert sample(fen, **hospital, reason="NOT_REGISTERED") == 40
+    pharmacy = {"channel": "PHARMACY"}
+    assert sample("eligibility_claim_lines_sum", **pharmacy) == 1500
+    top = str(float(LINES_BUCKETS[-1]))
+    assert sample("eligibility_claim_lines_bucket", **pharmacy, le=top) == 0
+    assert sample("eligibility_claim_lines_bucket", **pharmacy, le="+Inf") == 1
+    assert sample("eligibility_claim_lines_bucket", **hospital, le="5.0") == 1
