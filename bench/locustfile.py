@@ -20,13 +20,19 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.experimental.gevent as grpc_gevent  # type: ignore[import-not-found]
 from locust import User, between, events, task
+
+# locust puts this file's directory on sys.path, not the repository's: the
+# bench package (not installed with the project) is imported from there.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.national import NATIONAL_PRACTITIONERS, ClaimGenerator, national_data
 from proto.eligibility.v1 import eligibility_pb2 as pb
@@ -49,10 +55,12 @@ def make_claims(environment: Any, **_kwargs: Any) -> None:
 
 
 class LocustInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
-    """Reports every unary call to locust's statistics (name = the RPC method)."""
+    """Reports every unary call to locust's statistics, named by RPC method and
+    traffic shape (so baskets and settlements get separate rows)."""
 
-    def __init__(self, environment: Any) -> None:
+    def __init__(self, environment: Any, shape: str) -> None:
         self.env = environment
+        self.shape = shape
 
     def intercept_unary_unary(
         self,
@@ -71,7 +79,7 @@ class LocustInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[type-
             exception = exc
         self.env.events.request.fire(
             request_type="grpc",
-            name=str(client_call_details.method),
+            name=f"{client_call_details.method} [{self.shape}]",
             response_time=(time.perf_counter() - started) * 1000,
             response_length=response_length,
             response=None,
@@ -85,13 +93,14 @@ class GrpcUser(User):
     """A locust user with a gRPC stub on an intercepted channel (``host`` = ip:port)."""
 
     abstract = True
+    shape = "claims"
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
         if not self.host:
             raise ValueError("give the gateway as --host ip:port")
         channel = grpc.insecure_channel(self.host)
-        self.channel = grpc.intercept_channel(channel, LocustInterceptor(environment))
+        self.channel = grpc.intercept_channel(channel, LocustInterceptor(environment, self.shape))
         self.stub = pb_grpc.EligibilityGatewayStub(self.channel)
 
     def on_stop(self) -> None:
@@ -106,6 +115,7 @@ class PharmacyPos(GrpcUser):
     """A pharmacy till: a 1-5-line basket every 50-200 ms."""
 
     weight = 4
+    shape = "pharmacy basket"
     wait_time = between(0.05, 0.2)
 
     def on_start(self) -> None:
@@ -120,6 +130,7 @@ class HospitalSettlement(GrpcUser):
     """A hospital settlement system: a 20-200-line settlement every 0.2-1 s."""
 
     weight = 1
+    shape = "hospital settlement"
     wait_time = between(0.2, 1.0)
 
     def on_start(self) -> None:

@@ -94,3 +94,4 @@ class GatewayChild:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+        self.log_path.unlink(missing_ok=True)

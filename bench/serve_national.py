@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+from types import FrameType
 
 from bench.national import NATIONAL_PRACTITIONERS, national_data
 from bench.processes import ROOT, pinned, publish_national
@@ -36,11 +37,14 @@ def main() -> None:
             "--host", "127.0.0.1", "--port", str(args.port), *gateway_args,
         ]  # fmt: skip
         gateway = subprocess.Popen(pinned(args.cores, argv), cwd=ROOT)
-        try:
-            gateway.wait()
-        except KeyboardInterrupt:
-            gateway.send_signal(signal.SIGINT)
-            gateway.wait()
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            gateway.send_signal(signal.SIGTERM)  # it shuts down gracefully, then we clean up
+
+        # Also when started in the background, where SIGINT is ignored.
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        gateway.wait()
 
 
 if __name__ == "__main__":

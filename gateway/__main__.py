@@ -98,6 +98,12 @@ def build_parser(defaults: Settings) -> argparse.ArgumentParser:
         f"(default {defaults.shutdown_grace_s})",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes on the one port (SO_REUSEPORT), sharing one copy of the "
+        f"index; needs --redis-url; metrics on --metrics-port + i (default {defaults.workers})",
+    )
+    parser.add_argument(
         "--load-timeout-s",
         type=float,
         help="give up if no snapshot is published within this time (default: wait, "
@@ -202,10 +208,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             tls_client_ca_file=args.tls_client_ca_file,
             max_concurrent_rpcs=args.max_concurrent_rpcs,
             shutdown_grace_s=args.shutdown_grace_s,
+            workers=args.workers,
         )
     except ValueError as exc:
         parser.error(str(exc))
+    if settings.workers > 1 and settings.redis_url is None:
+        parser.error("--workers: give --redis-url (the embedded default is one process)")
     configure_logging(settings.log_level)
+    if settings.workers > 1:
+        from .workers import run_workers
+
+        return run_workers(settings, lambda worker: _serve(worker, args))
+    return _serve(settings, args)
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
     try:
         return asyncio.run(run(settings, args))
     except KeyboardInterrupt:

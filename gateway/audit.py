@@ -172,9 +172,17 @@ class OverrideAudit:
     async def run(self, interval_s: float = 0.2, max_backoff_s: float = 5.0) -> None:
         """Flush in the background until cancelled."""
         backoff = interval_s
+        task = asyncio.current_task()
         while True:
+            # A cancellation can be swallowed on the way (Python 3.11's wait_for
+            # and timeout when it races their own wake-up, a client library that
+            # turns it into a connection error): the task still says it is being
+            # cancelled, and then it stops, or shutdown would wait forever.
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=interval_s)
+                async with asyncio.timeout(interval_s):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.flush()

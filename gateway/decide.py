@@ -10,13 +10,14 @@ No Python loop per line.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from .days import DAY_NONE
 from .domain import Decision, Reason, Status
-from .index import Int64s, StatusIndex
+from .index import Int64s, Lookup, StatusIndex
 
 # Sentinels in the key array handed to decide_lines.
 KEY_MALFORMED = -1
@@ -110,6 +111,34 @@ def decide_line(
     return Decision.PAY, Reason.OK, status, until
 
 
+# Batches of this many lines look their practitioners up in key order.
+SORTED_BATCH_LINES = 2048
+
+
+def _lookup_sorted(index: StatusIndex, keys: Int64s, days: Int64s, institution_id: int) -> Lookup:
+    """``index.lookup(index.rows(keys), ...)`` done in key order, answers in line order.
+
+    Fast path for large batches: in key order the searches and gathers walk
+    the 15-million-entry arrays forwards, so neighbouring lines share cache
+    lines and pages: -27 % on 100,000 random lines (bench/test_micro.py).
+    """
+    order = np.argsort(keys)
+    found = index.lookup(index.rows(keys[order]), days[order], institution_id)
+
+    def in_line_order(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        out = np.empty_like(values)
+        out[order] = values
+        return out
+
+    return Lookup(
+        found=in_line_order(found.found),
+        registered=in_line_order(found.registered),
+        at_institution=in_line_order(found.at_institution),
+        status=in_line_order(found.status),
+        until=in_line_order(found.until),
+    )
+
+
 def decide_lines(
     index: StatusIndex,
     policy: Policy,
@@ -129,8 +158,10 @@ def decide_lines(
     the index (-1 if no one is registered there); ``principal_ok`` is rule 1's
     verdict (ignored on hospital claims).
     """
-    rows = index.rows(keys)
-    found = index.lookup(rows, days, institution_id)
+    if len(keys) >= SORTED_BATCH_LINES:
+        found = _lookup_sorted(index, keys, days, institution_id)
+    else:
+        found = index.lookup(index.rows(keys), days, institution_id)
     named = keys >= 0
     status = np.where(named, found.status, np.uint8(Status.UNSPECIFIED)).astype(np.uint8)
 

@@ -33,6 +33,7 @@ starts from them (``source == "disk-cache"``).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -45,6 +46,7 @@ from .disk_cache import SnapshotCache
 from .errors import SnapshotError
 from .index import IndexHolder, StatusIndex
 from .overlay import LayeredIndex, decode_arrays
+from .shared_index import SharedSnapshots
 from .snapshot import ARRAY_DTYPES, Keys, Manifest, join_chunks
 
 log = logging.getLogger(__name__)
@@ -58,8 +60,11 @@ async def read_current_version(client: aioredis.Redis, keys: Keys) -> int:
     return int(raw) if raw is not None else 0
 
 
-async def load_snapshot(client: aioredis.Redis, keys: Keys, version: int) -> StatusIndex:
-    """Read snapshot ``version`` from Redis and build its index."""
+async def load_snapshot(
+    client: aioredis.Redis, keys: Keys, version: int, shared: SharedSnapshots | None = None
+) -> StatusIndex:
+    """Read snapshot ``version`` from Redis and build its index (its arrays
+    mapped from ``shared``'s file when the gateway runs several workers)."""
     raw_manifest = await client.get(keys.manifest(version))
     if raw_manifest is None:
         raise SnapshotError(f"snapshot {version} has no manifest under {keys.manifest(version)}")
@@ -77,6 +82,8 @@ async def load_snapshot(client: aioredis.Redis, keys: Keys, version: int) -> Sta
         count = manifest.chunks[name]
         arrays[name] = join_chunks(name, parts[pos : pos + count], manifest.lengths[name])
         pos += count
+    if shared is not None:
+        arrays = shared.share(arrays, version)
     return StatusIndex(arrays, version, manifest.meta)
 
 
@@ -105,6 +112,18 @@ def _entries(reply: Any) -> Entries:
     return cast(Entries, reply[0][1]) if reply else []
 
 
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancellation that a Redis client call swallowed.
+
+    A cancelled redis-py call can surface as a ``ConnectionError`` (or return)
+    instead of ``CancelledError``; the loops here catch Redis errors to stay
+    fail-static, so without this check ``Gateway.stop()`` could wait forever.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class _Reload(Exception):
     """The follower must reload: a newer snapshot, or it lost its place in the stream."""
 
@@ -131,8 +150,10 @@ class SnapshotFollower:
         max_backoff_s: float = 5.0,
         on_swap: Callable[[StatusIndex], Awaitable[None]] | None = None,
         cache: SnapshotCache | None = None,
+        shared: SharedSnapshots | None = None,
     ) -> None:
         self.client = client
+        self.shared = shared
         self.keys = keys
         self.holder = holder
         self.poll_interval_s = poll_interval_s
@@ -189,7 +210,7 @@ class SnapshotFollower:
         if held is not None and held.snapshot_version == version:
             base = held.base  # the same snapshot: only the overlay is re-read
         else:
-            base = await load_snapshot(self.client, self.keys, version)
+            base = await load_snapshot(self.client, self.keys, version, self.shared)
         index = await load_overlay(self.client, self.keys, base)
         installed = await self._install(index)
         if installed or (held is not None and held.version == index.version):
@@ -217,6 +238,7 @@ class SnapshotFollower:
         """Follow snapshots and changes until cancelled; never raises on Redis errors."""
         backoff = 0.05
         while True:
+            _raise_if_cancelling()
             try:
                 await self.refresh()
                 self._mark_ok()
@@ -243,6 +265,7 @@ class SnapshotFollower:
         """Apply the stream's entries as they come; return or raise ``_Reload`` to reload."""
         block_ms = max(int(self.poll_interval_s * 1000), 1)
         while True:
+            _raise_if_cancelling()
             entries = _entries(
                 await self.client.xread(
                     {self.keys.changes: self._position}, count=_READ_COUNT, block=block_ms
@@ -397,4 +420,9 @@ class SnapshotFollower:
 
     def _log_facts(self) -> dict[str, Any]:
         details = self.health_details()
-        return {k: details[k] for k in ("index_version", "source", "stale_since")}
+        facts = {k: details[k] for k in ("index_version", "source", "stale_since")}
+        if self.stale_since is not None:
+            facts["stale_since_utc"] = dt.datetime.fromtimestamp(
+                self.stale_since, dt.UTC
+            ).isoformat(timespec="seconds")
+        return facts

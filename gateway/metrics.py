@@ -61,6 +61,7 @@ N_REASONS = len(Reason)
 # Upper bounds of the lines-per-claim buckets: POS baskets to big HIS claims.
 LINES_BUCKETS: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 UInt8s = npt.NDArray[np.uint8]
+_REJECT = int(Decision.REJECT)  # the byte searched for in a claim's decision array
 # RPC latency buckets (seconds): the gateway aims at well under a millisecond.
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
@@ -120,12 +121,15 @@ class ClaimMetrics:
             self._batched += 1
             if self._batched >= self.FLUSH_EVERY:
                 self._flush()
-            if Decision.REJECT in decision.tobytes():
+            raw = decision.tobytes()
+            i = raw.find(_REJECT)
+            if i >= 0:  # only claims with a rejected line read amounts
                 lines = request.lines
                 reasons = decisions.reason.tobytes()
                 fen = self.rejected_fen[channel]
-                for i in np.flatnonzero(decision == np.uint8(Decision.REJECT)).tolist():
+                while i >= 0:
                     fen[reasons[i]] += lines[i].amount_fen
+                    i = raw.find(_REJECT, i + 1)
 
     def _flush(self) -> None:
         """Count the batched claims (the caller holds the lock)."""
@@ -226,13 +230,18 @@ class StateCollector(Collector):
         self.follower = follower
         self.audit = audit
         self.claims = claims
-        self.loaded_at: float | None = None
-        self._loaded_version = 0
+        self.loaded_at: float | None = None  # when the snapshot deciding now was loaded
+        self._loaded_snapshot = 0
 
     def index_swapped(self, index: StatusIndex) -> None:
-        """Call when a new index starts deciding (the server's on_swap hook)."""
-        self.loaded_at = time.time()
-        self._loaded_version = index.version
+        """Call when a new index starts deciding (the server's on_swap hook).
+
+        With the change feed, every applied change swaps in a new index over
+        the same snapshot: only a new snapshot resets the load time."""
+        snapshot = _snapshot_version(index)
+        if snapshot != self._loaded_snapshot or self.loaded_at is None:
+            self.loaded_at = time.time()
+            self._loaded_snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
         yield from self.claims.collect()
@@ -273,18 +282,20 @@ class StateCollector(Collector):
                 "When the loader published the snapshot deciding now (Unix time).",
                 value=published,
             )
-        if self.loaded_at is not None and self._loaded_version == index.version:
+        loaded = self.loaded_at if self._loaded_snapshot == _snapshot_version(index) else None
+        if loaded is not None:
             yield GaugeMetricFamily(
                 f"{NAMESPACE}_index_loaded_timestamp_seconds",
-                "When this gateway started deciding from the current snapshot (Unix time).",
-                value=self.loaded_at,
+                "When this gateway loaded the snapshot deciding now (Unix time).",
+                value=loaded,
             )
-        since = published if published is not None else self.loaded_at
+        since = published if published is not None else loaded
         if since is not None:
             yield GaugeMetricFamily(
                 f"{NAMESPACE}_index_age_seconds",
-                "Age of the snapshot deciding now: since it was published (since it was "
-                "loaded when the snapshot carries no publication time).",
+                "Age of the full snapshot deciding now (live changes on top do not reset it): "
+                "since it was published, or since it was loaded when the snapshot carries no "
+                "publication time.",
                 value=max(time.time() - since, 0.0),
             )
 
@@ -351,6 +362,12 @@ class StateCollector(Collector):
             "Emergency-override audit records lost because the queue was full.",
             value=audit.dropped,
         )
+
+
+def _snapshot_version(index: StatusIndex) -> int:
+    """The full snapshot's version (an overlay index's base), or the index's own."""
+    snapshot = getattr(index, "snapshot_version", None)
+    return snapshot if isinstance(snapshot, int) else index.version
 
 
 def published_timestamp(index: StatusIndex) -> float | None:

@@ -27,6 +27,7 @@ from .interceptors import ObservabilityInterceptor
 from .metrics import GatewayMetrics
 from .servicer import EligibilityServicer
 from .settings import Settings
+from .shared_index import SharedSnapshots
 from .snapshot import Keys
 from .tls import server_credentials
 
@@ -58,7 +59,13 @@ class Gateway:
         await self.server.stop(grace_s)
         for task in self.tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        # Bounded: a task that swallowed its cancellation must not hang shutdown.
+        done, stuck = await asyncio.wait(self.tasks, timeout=5) if self.tasks else (set(), set())
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("background task failed", extra={"error": str(task.exception())[:200]})
+        if stuck:
+            log.error("background tasks did not stop", extra={"tasks": len(stuck)})
         try:
             await self.audit.flush()
         except Exception as exc:  # Redis gone at shutdown: say what is lost
@@ -81,6 +88,8 @@ def build_server(
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
     ]
+    if settings.workers > 1:  # every worker binds the same port (gateway.workers)
+        options.append(("grpc.so_reuseport", 1))
     server = grpc.aio.server(
         options=options,
         # Beyond this many RPCs at once, new ones get RESOURCE_EXHAUSTED at once.
@@ -142,6 +151,9 @@ async def start_gateway(settings: Settings) -> Gateway:
             SnapshotCache(settings.snapshot_cache_dir, settings.prefix)
             if settings.snapshot_cache_dir
             else None
+        ),
+        shared=(
+            SharedSnapshots(settings.shared_snapshot_dir) if settings.shared_snapshot_dir else None
         ),
     )
     metrics.state.follower = follower

@@ -43,6 +43,11 @@ class Settings:
     max_concurrent_rpcs: int = 1000
     # On SIGTERM: NOT_SERVING at once, then in-flight calls get this long to finish.
     shutdown_grace_s: float = 10.0
+    # Worker processes serving the one port (gateway.workers; SO_REUSEPORT).
+    workers: int = 1
+    # Set by gateway.workers for its workers: where they share the snapshot
+    # arrays (gateway.shared_index); None = each process keeps its own.
+    shared_snapshot_dir: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -76,6 +81,8 @@ class Settings:
             raise ValueError("tls_client_ca_file: mutual TLS needs tls_cert_file and tls_key_file")
         if self.max_concurrent_rpcs < 1:
             raise ValueError(f"max_concurrent_rpcs: {self.max_concurrent_rpcs} must be >= 1")
+        if self.workers < 1:
+            raise ValueError(f"workers: {self.workers} must be >= 1")
         if self.shutdown_grace_s < 0:
             raise ValueError(f"shutdown_grace_s: {self.shutdown_grace_s} must be >= 0")
         return self

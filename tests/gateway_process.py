@@ -43,7 +43,11 @@ class GatewayProcess:
             self.args, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, text=True
         )
         want = health_pb2.HealthCheckResponse.SERVING if wait_serving else None
-        self.wait_health(want, timeout_s)
+        try:
+            self.wait_health(want, timeout_s)
+        except BaseException:
+            self.stop()  # no process or open log file left behind by a failed start
+            raise
         return self
 
     def health(self) -> int | None:

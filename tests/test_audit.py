@@ -186,3 +186,25 @@ def test_the_reader_filters_by_time_institution_practitioner_and_drops_duplicate
     assert claims(limit=2) == ["A", "B"]
     first = next(read_overrides(redis_client, key))
     assert first.written_at == at(base)
+
+
+def test_cancelling_the_writer_always_stops_it(redis_url: str, prefix: str) -> None:
+    """Shutdown cancels the background writer, also while a record wakes it
+    or a write is under way; it must stop every time, never loop on."""
+
+    async def scenario() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        audit = OverrideAudit(client, Keys(prefix).overrides)
+        servicer = _servicer(audit)
+        for i in range(60):
+            writer = asyncio.create_task(audit.run(interval_s=0.001))
+            await asyncio.sleep(0.0005 * (i % 4))
+            servicer.check_claim(_emergency(f"c{i}"))
+            await asyncio.sleep(0.0005 * (i % 3))
+            writer.cancel()
+            done, _ = await asyncio.wait({writer}, timeout=2)
+            assert done == {writer}, f"round {i}: the writer did not stop"
+            assert writer.cancelled()
+        await client.aclose()
+
+    asyncio.run(scenario())

@@ -3,14 +3,20 @@ exactly what the vectorised kernel answers, on random indexes and lines."""
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway import servicer as servicer_module
 from gateway.codes import encode_practitioner
 from gateway.days import iso_to_day
 from gateway.decide import KEY_EMPTY, KEY_MALFORMED, Policy, decide_line, decide_lines
 from gateway.domain import Status
+from gateway.index import IndexHolder
+from gateway.servicer import EligibilityServicer
+from proto.eligibility.v1 import eligibility_pb2 as pb
 from tests.factory import Person, build_index
 
 CODES = [f"D1101050000{i:02d}" for i in range(6)]
@@ -124,3 +130,62 @@ def test_an_empty_index_answers_the_scalar_path_too() -> None:
     index = build_index([])
     assert index.row_of(12345) == -1
     assert index.lookup_line(-1, 100, -1) == (False, False, int(Status.NOT_REGISTERED), 0xFFFF)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    people(),
+    st.lists(line, min_size=1, max_size=30),
+    st.booleans(),
+    st.sampled_from(INSTITUTIONS),
+    st.sampled_from([*CODES, "N110105999999"]),
+)
+def test_the_servicer_answers_the_same_on_either_path(
+    persons: list[Person],
+    lines: list[tuple[int | str, str, bool]],
+    pharmacy: bool,
+    institution: str,
+    principal: str,
+) -> None:
+    """Small claims (scalar path, each distinct line decided once) and large
+    ones (vectorised kernel) get byte-identical responses."""
+    holder = IndexHolder()
+    holder.swap(build_index(persons, version=3))
+    servicer = EligibilityServicer(holder, Policy(), max_lines_per_claim=100, overrides=_Sink())
+    codes = {"unknown": "N110105999999", "malformed": "D1101-BAD", "empty": ""}
+    request = pb.CheckClaimRequest(
+        claim_id="C-1",
+        institution_code=("P" if pharmacy else "H") + institution[1:],
+        channel=pb.CHANNEL_PHARMACY if pharmacy else pb.CHANNEL_HOSPITAL,
+        principal_code=principal if pharmacy else "",
+        service_date=20251231,
+        lines=[
+            pb.ClaimLine(
+                line_id=str(i),
+                prescriber_code=CODES[which] if isinstance(which, int) else codes[which],
+                service_date=int(date.replace("-", "")),
+                emergency=emergency,
+            )
+            for i, (which, date, emergency) in enumerate(lines)
+        ],
+    )
+    today = iso_to_day("2026-01-01")
+    saved = servicer_module.SMALL_CLAIM_LINES, servicer_module.SMALL_CLAIM_DISTINCT
+    try:
+        servicer_module.SMALL_CLAIM_LINES = servicer_module.SMALL_CLAIM_DISTINCT = 10_000
+        scalar = _check(servicer, request, today)
+        servicer_module.SMALL_CLAIM_LINES = servicer_module.SMALL_CLAIM_DISTINCT = 0
+        vector = _check(servicer, request, today)
+    finally:
+        servicer_module.SMALL_CLAIM_LINES, servicer_module.SMALL_CLAIM_DISTINCT = saved
+    assert scalar == vector
+
+
+class _Sink:
+    def record(self, *args: object) -> None:
+        return None
+
+
+def _check(servicer: EligibilityServicer, request: pb.CheckClaimRequest, today: int) -> bytes:
+    with patch.object(servicer_module, "today_day", lambda: today):
+        return servicer.check_claim(request).SerializeToString()

@@ -84,7 +84,8 @@ def run_follower(
             await body(follower)
         finally:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            # Bounded: a follower that swallows its cancellation would hang Gateway.stop().
+            await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 10)
             await client.aclose()
         return follower
 

@@ -9,7 +9,14 @@ from hypothesis import strategies as st
 
 from gateway.codes import encode_practitioner
 from gateway.days import iso_to_day
-from gateway.decide import KEY_EMPTY, KEY_MALFORMED, Policy, decide_line, decide_lines
+from gateway.decide import (
+    KEY_EMPTY,
+    KEY_MALFORMED,
+    SORTED_BATCH_LINES,
+    Policy,
+    decide_line,
+    decide_lines,
+)
 from gateway.domain import Status
 from gateway.index import SAMPLE_STEP, TWO_LEVEL_MIN_BATCH, _search
 from tests.factory import Person, build_index
@@ -60,7 +67,7 @@ def test_a_large_batch_decides_like_single_lines() -> None:
     persons = _many_people(3 * SAMPLE_STEP, rng)
     index = build_index(persons)
     assert len(index) > SAMPLE_STEP and len(index.st_key) > SAMPLE_STEP
-    n = 4 * TWO_LEVEL_MIN_BATCH
+    n = SORTED_BATCH_LINES + 100  # the sorted and two-level paths both
     picks = rng.integers(-3, len(persons), size=n).tolist()
     keys = [
         KEY_MALFORMED

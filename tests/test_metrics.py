@@ -10,18 +10,25 @@ from collections.abc import Iterator
 import grpc
 import numpy as np
 import pytest
+import redis
 
 from gateway.decide import Decisions
 from gateway.domain import Decision, Reason
 from gateway.metrics import LINES_BUCKETS, ClaimMetrics
 from gateway.overlay import index_version
 from gateway.redis_process import free_port
+from gateway.snapshot import Keys
+from loader.changes import publish_change
 from proto.eligibility.v1 import eligibility_pb2 as pb
 from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
+from tests.factory import Person, build_arrays
 from tests.gateway_process import GatewayProcess
 from tests.ops_data import (
     ACTIVE,
     ELSEWHERE,
+    OTHER_HOSPITAL,
+    OTHER_SUSPENDED,
+    SINCE,
     SUSPENDED,
     TERMINATED,
     hospital_claim,
@@ -190,6 +197,32 @@ def test_a_stream_past_its_deadline_ends_and_leaves_no_call_in_flight(
         for code in ("DEADLINE_EXCEEDED", "CANCELLED")
     }
     assert any(ended.values()), ended
+
+
+def test_a_live_change_moves_the_version_but_not_the_snapshot_age(
+    gateway: tuple[GatewayProcess, int, int], redis_url: str
+) -> None:
+    _, port, version = gateway
+    before = scrape(port)
+    client = redis.Redis.from_url(redis_url)
+    try:  # OTHER_SUSPENDED's suspension is lifted (an appeal upheld)
+        change = build_arrays([Person(OTHER_SUSPENDED, [(OTHER_HOSPITAL, SINCE, None)])])
+        publish_change(client, Keys("metrics-e2e"), change)
+    finally:
+        client.close()
+    applied = "eligibility_change_feed_changes_applied_total"
+    wait_until(lambda: value(scrape(port), applied) == 1, "the change to be applied")
+    after = scrape(port)
+    new_version, old_version = (
+        value(after, "eligibility_index_version"),
+        value(before, "eligibility_index_version"),
+    )
+    assert new_version is not None and old_version is not None and new_version > old_version
+    assert value(after, "eligibility_index_snapshot_version") == version
+    loaded = "eligibility_index_loaded_timestamp_seconds"
+    assert value(after, loaded) == value(before, loaded)
+    lag = value(after, "eligibility_change_feed_lag_seconds")
+    assert lag is not None and 0 <= lag < 60
 
 
 class _Request:

@@ -47,3 +47,24 @@ def test_flags_override_the_environment() -> None:
     settings = Settings.from_env({"ELIG_PORT": "6000"}).with_overrides(port=7000, prefix=None)
     assert settings.port == 7000
     assert settings.prefix == "elig"
+
+
+def test_operations_settings_come_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "ELIG_METRICS_PORT": "9464",
+            "ELIG_TLS_CERT_FILE": "/etc/elig/gateway.crt",
+            "ELIG_TLS_KEY_FILE": "/etc/elig/gateway.key",
+            "ELIG_TLS_CLIENT_CA_FILE": "/etc/elig/clients.crt",
+            "ELIG_MAX_CONCURRENT_RPCS": "50",
+            "ELIG_SHUTDOWN_GRACE_S": "2.5",
+        }
+    )
+    assert settings.metrics_port == 9464
+    assert settings.tls_cert_file == "/etc/elig/gateway.crt"
+    assert settings.tls_client_ca_file == "/etc/elig/clients.crt"
+    assert settings.max_concurrent_rpcs == 50
+    assert settings.shutdown_grace_s == 2.5
+    assert Settings.from_env({}).metrics_port is None  # off unless asked for
+    with pytest.raises(ValueError, match="max_concurrent_rpcs"):
+        Settings.from_env({"ELIG_MAX_CONCURRENT_RPCS": "0"})

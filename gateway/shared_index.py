@@ -1,0 +1,110 @@
+"""One copy of each snapshot's arrays for all worker processes of a gateway.
+
+With ``--workers N`` every worker follows Redis on its own (a worker is a
+whole gateway: feed, overlay, audit), but the snapshot arrays, hundreds of
+megabytes at 15 million practitioners, are kept once: the first worker to
+load a version writes its arrays to a file in a directory on ``/dev/shm``
+(tmpfs: memory, not disk) and every worker, that one included, replaces its
+own copy with a read-only ``np.memmap`` of the file. The pages are the page
+cache's, shared by every process that maps them, so the index's memory does
+not grow with N. A worker that loads a version already there just maps it.
+
+Writes are atomic (a temporary file, then ``os.link`` to the final name): a
+worker maps a whole file or none. Two workers loading the same version at
+once both write it; the first link wins, the second finds the name taken,
+drops its file and maps the first: one inode per version, so one copy. Files of
+versions older than the previous one are removed by whoever shares a newer
+version (a worker still deciding from a removed version keeps its mapping:
+an unlinked tmpfs file lives until its last mapping goes). The directory
+belongs to the parent process, which removes it when the workers are done.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .snapshot import ARRAY_DTYPES, Arrays
+
+_FILE = re.compile(r"^snapshot-(\d+)\.bin$")
+_ALIGN = 64
+
+
+def _layout(arrays: Arrays) -> tuple[dict[str, tuple[int, int]], int]:
+    """Each array's (offset, length in elements) in the file, and the file's size."""
+    layout = {}
+    offset = 0
+    for name in ARRAY_DTYPES:
+        layout[name] = (offset, len(arrays[name]))
+        offset += -(-int(arrays[name].nbytes) // _ALIGN) * _ALIGN
+    return layout, offset
+
+
+class SharedSnapshots:
+    """Snapshot arrays shared through files in ``directory`` (on tmpfs)."""
+
+    def __init__(self, directory: Path | str) -> None:
+        self.directory = Path(directory)
+
+    def path(self, version: int) -> Path:
+        return self.directory / f"snapshot-{version}.bin"
+
+    def share(self, arrays: Arrays, version: int) -> Arrays:
+        """``arrays`` backed by the shared file of ``version`` (written if missing)."""
+        path = self.path(version)
+        layout, size = _layout(arrays)
+        if not self._complete(path, size):
+            self._write(path, arrays, layout, size)
+            self._remove_older_than_previous(version)
+        if size == 0:
+            return arrays
+        mapped = np.memmap(path, dtype=np.uint8, mode="r", shape=(size,))
+        shared: Arrays = {}
+        for name, dtype in ARRAY_DTYPES.items():
+            offset, length = layout[name]
+            shared[name] = np.frombuffer(mapped, dtype=dtype, count=length, offset=offset)
+        return shared
+
+    @staticmethod
+    def _complete(path: Path, size: int) -> bool:
+        try:
+            return path.stat().st_size == max(size, 1)
+        except FileNotFoundError:
+            return False
+
+    def _write(
+        self, path: Path, arrays: Arrays, layout: dict[str, tuple[int, int]], size: int
+    ) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".snapshot-", dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for name in ARRAY_DTYPES:
+                    offset, _ = layout[name]
+                    out.seek(offset)
+                    out.write(np.ascontiguousarray(arrays[name]).data.cast("B"))
+                out.truncate(max(size, 1))
+            try:
+                # Workers that load one version at once race here: link, not
+                # rename, so the first file stays the one every worker maps
+                # (a rename would swap it under a worker that mapped it).
+                os.link(tmp, path)
+            except FileExistsError:
+                if not self._complete(path, size):  # a damaged leftover: replace it
+                    os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def _remove_older_than_previous(self, version: int) -> None:
+        versions = sorted(
+            int(m.group(1))
+            for p in self.directory.iterdir()
+            if (m := _FILE.match(p.name)) is not None
+        )
+        older = [v for v in versions if v < version]
+        for stale in older[:-1]:  # keep the one just before: a worker may still read it
+            self.path(stale).unlink(missing_ok=True)
