@@ -39,5 +39,9 @@ test: setup
 	$(VENV)/bin/mypy gateway loader proto/generate.py tests $(wildcard bench/*.py)
 	$(PY) -m pytest
 
+# The microbenchmarks (pytest-benchmark, 15M index): see bench/RESULTS.md.
+bench-micro: setup
+	$(PY) -m pytest bench/test_micro.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -12,6 +12,7 @@ from proto.eligibility.v1 import eligibility_pb2 as pb
 from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
 
 from .days import today_cst
+from .overlay import split_index_version
 
 
 def _yyyymmdd(date: dt.date) -> int:
@@ -83,9 +84,11 @@ def _name(enum: object, value: int) -> str:
 
 def format_response(request: pb.CheckClaimRequest, response: pb.CheckClaimResponse) -> str:
     channel = _name(pb.Channel, request.channel)
+    snapshot, change = split_index_version(response.index_version)
     out = [
         f"claim {response.claim_id} ({channel} {request.institution_code}, "
-        f"index v{response.index_version}): {response.rejected_lines} of "
+        f"index_version {response.index_version} = snapshot {snapshot}, change {change}): "
+        f"{response.rejected_lines} of "
         f"{len(response.lines)} lines rejected"
     ]
     for req_line, decision in zip(request.lines, response.lines, strict=True):

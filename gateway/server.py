@@ -16,7 +16,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from proto.eligibility.v1 import eligibility_pb2 as pb
-from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
 
 from .audit import OverrideAudit
 from .decide import Policy
@@ -25,7 +24,7 @@ from .feed import SnapshotFollower
 from .index import IndexHolder, StatusIndex
 from .interceptors import ObservabilityInterceptor
 from .metrics import GatewayMetrics
-from .servicer import EligibilityServicer
+from .servicer import EligibilityServicer, add_servicer_to_server
 from .settings import Settings
 from .shared_index import SharedSnapshots
 from .snapshot import Keys
@@ -106,7 +105,7 @@ def build_server(
         overrides=audit,
         observer=metrics,
     )
-    pb_grpc.add_EligibilityGatewayServicer_to_server(servicer, server)
+    add_servicer_to_server(servicer, server)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

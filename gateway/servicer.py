@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError, Message
 
 from proto.eligibility.v1 import eligibility_pb2 as pb
 from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
@@ -91,6 +92,60 @@ class ClaimObserver(Protocol):
     ) -> None: ...
 
 
+class UndecodableRequest:
+    """A request body that is not a valid message of its type (bad wire format,
+    bad UTF-8 in a string field): the handler refuses it with INVALID_ARGUMENT.
+    Raising in the deserializer instead would make gRPC answer UNKNOWN and log
+    a traceback for every such call."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, type_name: str, exc: DecodeError) -> None:
+        self.reason = f"not a valid {type_name} message ({str(exc).rpartition(': ')[2]})"
+
+    def error(self) -> InvalidRequestError:
+        return InvalidRequestError("request", self.reason)
+
+
+def _tolerant(message: type[Message]) -> Any:
+    """``message.FromString`` that returns an ``UndecodableRequest`` instead of raising."""
+    type_name = message.DESCRIPTOR.full_name
+    from_string = message.FromString
+
+    def deserialize(data: bytes) -> Message | UndecodableRequest:
+        try:
+            return from_string(data)
+        except DecodeError as exc:
+            return UndecodableRequest(type_name, exc)
+
+    return deserialize
+
+
+def add_servicer_to_server(servicer: EligibilityServicer, server: grpc.aio.Server) -> None:
+    """``add_EligibilityGatewayServicer_to_server`` with request bodies that fail
+    to decode passed to the handlers as ``UndecodableRequest``."""
+    handlers = {
+        "CheckClaim": grpc.unary_unary_rpc_method_handler(
+            servicer.CheckClaim,
+            request_deserializer=_tolerant(pb.CheckClaimRequest),
+            response_serializer=pb.CheckClaimResponse.SerializeToString,
+        ),
+        "CheckClaims": grpc.stream_stream_rpc_method_handler(
+            servicer.CheckClaims,
+            request_deserializer=_tolerant(pb.CheckClaimRequest),
+            response_serializer=pb.CheckClaimResponse.SerializeToString,
+        ),
+        "GetPractitionerStatus": grpc.unary_unary_rpc_method_handler(
+            servicer.GetPractitionerStatus,
+            request_deserializer=_tolerant(pb.GetPractitionerStatusRequest),
+            response_serializer=pb.GetPractitionerStatusResponse.SerializeToString,
+        ),
+    }
+    name = pb.DESCRIPTOR.services_by_name["EligibilityGateway"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    server.add_registered_method_handlers(name, handlers)  # type: ignore[attr-defined]  # not in the stubs
+
+
 class EligibilityServicer(pb_grpc.EligibilityGatewayServicer):
     def __init__(
         self,
@@ -126,7 +181,7 @@ class EligibilityServicer(pb_grpc.EligibilityGatewayServicer):
             try:
                 response = self.check_claim(request)
             except EligibilityError as exc:
-                claim_id = request.claim_id[:64]
+                claim_id = "" if isinstance(request, UndecodableRequest) else request.claim_id[:64]
                 await context.abort(
                     status_for(exc), f"request {position} (claim_id {claim_id!r}): {exc}"
                 )
@@ -151,6 +206,8 @@ class EligibilityServicer(pb_grpc.EligibilityGatewayServicer):
 
     def check_claim(self, request: pb.CheckClaimRequest) -> pb.CheckClaimResponse:
         """Decide one claim (the body of CheckClaim and of each stream message)."""
+        if isinstance(request, UndecodableRequest):
+            raise request.error()
         index = self._index()
         claim = parse_claim(request, max_lines=self.max_lines_per_claim, today_day=today_day())
         institution_id = index.institution_id(claim.institution_key)
@@ -236,6 +293,8 @@ class EligibilityServicer(pb_grpc.EligibilityGatewayServicer):
     def practitioner_status(
         self, request: pb.GetPractitionerStatusRequest
     ) -> pb.GetPractitionerStatusResponse:
+        if isinstance(request, UndecodableRequest):
+            raise request.error()
         index = self._index()
         try:
             key = codes.encode_practitioner(request.practitioner_code)
