@@ -12,7 +12,8 @@ take the port down; the snapshot arrays themselves are shared through
 ``gateway.shared_index`` (files on ``/dev/shm`` mapped by every worker), so
 the index's memory does not grow with N.
 
-The parent forwards SIGINT/SIGTERM to the workers, waits for all of them,
+The parent replaces a worker that dies (at most MAX_RESTARTS_PER_MINUTE a
+minute), forwards SIGINT/SIGTERM to the workers, waits for all of them,
 removes the shared directory and exits with the first non-zero exit code.
 """
 
@@ -24,6 +25,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -45,40 +47,78 @@ def worker_settings(settings: Settings, index: int, port: int, shared_dir: str) 
     )
 
 
+# A worker that dies is replaced (its port share and its core come back); one
+# that keeps dying is not, so a crash loop cannot hide behind restarts.
+MAX_RESTARTS_PER_MINUTE = 5
+
+
 def run_workers(settings: Settings, serve: Callable[[Settings], int]) -> int:
-    """Fork ``settings.workers`` processes, each running ``serve(worker settings)``."""
+    """Fork ``settings.workers`` processes, each running ``serve(worker settings)``,
+    and replace a worker that dies until SIGINT/SIGTERM stops them all."""
     # Port 0 would give each worker a different free port: pick one for all.
     port = settings.port or free_port()
     shared_dir = tempfile.mkdtemp(
         prefix=f"elig-{settings.prefix}-", dir=SHM if SHM.is_dir() else None
     )
-    pids: list[int] = []
+    workers: dict[int, int] = {}  # pid -> worker index
+    stopping = False
+
+    def spawn(index: int) -> int:
+        # The parent never starts a gRPC server or channel, so forking again
+        # later is as safe as the first time.
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                code = serve(worker_settings(settings, index, port, shared_dir))
+            finally:
+                os._exit(code)
+        workers[pid] = index
+        return pid
+
     try:
         for index in range(settings.workers):
-            pid = os.fork()
-            if pid == 0:  # the worker
-                code = 1
-                try:
-                    code = serve(worker_settings(settings, index, port, shared_dir))
-                finally:
-                    os._exit(code)
-            pids.append(pid)
+            spawn(index)
         log.info(
             "workers started",
-            extra={"workers": settings.workers, "port": port, "pids": pids},
+            extra={"workers": settings.workers, "port": port, "pids": list(workers)},
         )
 
         def forward(signum: int, frame: FrameType | None) -> None:
-            for pid in pids:
+            nonlocal stopping
+            stopping = True
+            for pid in list(workers):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signum)
 
         signal.signal(signal.SIGINT, forward)
         signal.signal(signal.SIGTERM, forward)
-        codes = []
-        for pid in pids:
-            _, status = os.waitpid(pid, 0)
-            codes.append(os.waitstatus_to_exitcode(status))
+        codes: list[int] = []
+        restarts: list[float] = []
+        while workers:
+            pid, status = os.wait()
+            index = workers.pop(pid, -1)
+            if index < 0:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            if stopping:
+                codes.append(code)
+                continue
+            now = time.monotonic()
+            restarts = [t for t in restarts if now - t < 60]
+            if len(restarts) >= MAX_RESTARTS_PER_MINUTE:
+                log.error(
+                    "worker died too often; not replaced",
+                    extra={"worker": index, "pid": pid, "exit_code": code},
+                )
+                codes.append(code if code != 0 else 1)
+                continue
+            restarts.append(now)
+            new_pid = spawn(index)
+            log.warning(
+                "worker died; replaced",
+                extra={"worker": index, "pid": pid, "exit_code": code, "new_pid": new_pid},
+            )
         return next((code for code in codes if code != 0), 0)
     finally:
         shutil.rmtree(shared_dir, ignore_errors=True)

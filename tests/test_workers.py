@@ -4,6 +4,7 @@ one copy of the snapshot arrays (gateway.workers, gateway.shared_index)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -64,6 +65,39 @@ def test_two_workers_share_the_port_and_the_index(redis_url: str, tmp_path: Path
                 assert response.lines[0].decision == pb.DECISION_PAY
     assert gateway.proc is None
     assert not shared_dir.exists()
+
+
+def test_a_worker_that_dies_is_replaced(redis_url: str, tmp_path: Path) -> None:
+    prefix = "workers-replaced"
+    publish_sample(redis_url, prefix, tmp_path)
+    with GatewayProcess(redis_url, prefix, "--workers", "2") as gateway:
+        started = next(e for e in _events(gateway) if e.get("msg") == "workers started")
+        pids = started["pids"]
+        assert isinstance(pids, list)
+        victim = int(pids[0])
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not (
+            replaced := [e for e in _events(gateway) if e.get("msg") == "worker died; replaced"]
+        ):
+            assert time.monotonic() < deadline, gateway.log()
+            time.sleep(0.05)
+        assert replaced[0]["pid"] == victim
+        new_pid = int(str(replaced[0]["new_pid"]))
+        # The replacement loads the index and serves the port again.
+        while sum(e.get("msg") == "index loaded" for e in _events(gateway)) < 3:
+            assert time.monotonic() < deadline, gateway.log()
+            time.sleep(0.05)
+        assert Path(f"/proc/{new_pid}").exists()
+        assert gateway.proc is not None
+        children = Path(f"/proc/{gateway.proc.pid}/task/{gateway.proc.pid}/children").read_text()
+        assert sorted(int(c) for c in children.split()) == sorted([int(pids[1]), new_pid])
+        with grpc.insecure_channel(gateway.address) as channel:
+            response = pb_grpc.EligibilityGatewayStub(channel).CheckClaim(
+                hospital_claim("W-after", line("D110105000001"), service_date=DATE), timeout=10
+            )
+        assert response.lines[0].decision == pb.DECISION_PAY
+    assert gateway.proc is None
 
 
 def test_workers_need_a_redis_url() -> None:
