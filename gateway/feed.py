@@ -84,7 +84,9 @@ async def load_snapshot(
         pos += count
     if shared is not None:
         arrays = shared.share(arrays, version)
-    return StatusIndex(arrays, version, manifest.meta)
+    # created_at (publication time) rides in meta: metrics report the
+    # snapshot's age from publication, not from when this gateway loaded it.
+    return StatusIndex(arrays, version, {**manifest.meta, "created_at": manifest.created_at})
 
 
 async def load_overlay(client: aioredis.Redis, keys: Keys, base: StatusIndex) -> LayeredIndex:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -125,6 +126,8 @@ def test_metrics_count_what_the_calls_decided(gateway: tuple[GatewayProcess, int
     assert size is not None and size > 0
     age = value(samples, "eligibility_index_age_seconds")
     assert age is not None and 0 <= age < 600
+    published = value(samples, "eligibility_index_published_timestamp_seconds")
+    assert published is not None and abs(time.time() - age - published) < 5
     assert value(samples, "eligibility_redis_up") == 1
     assert value(samples, "eligibility_redis_unreachable_seconds") == 0
     assert value(samples, "eligibility_override_audit_pending") == 0
