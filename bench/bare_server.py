@@ -29,6 +29,8 @@ from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
 
 
 class DiscardOverrides:
+    """An override sink that keeps nothing (the audit is off the decision path)."""
+
     def record(
         self,
         request: pb.CheckClaimRequest,

@@ -5,30 +5,14 @@ otherwise), built in memory: these benchmarks time the kernel, not Redis."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 
 import pytest
 
+from bench.bare_server import DiscardOverrides
 from bench.national import NATIONAL_PRACTITIONERS, ClaimGenerator, NationalData, national_data
-from gateway.claims import ParsedClaim
-from gateway.decide import Decisions, Policy
+from gateway.decide import Policy
 from gateway.index import IndexHolder, StatusIndex
 from gateway.servicer import EligibilityServicer
-from proto.eligibility.v1 import eligibility_pb2 as pb
-
-
-class DiscardOverrides:
-    """An override sink that keeps nothing (the audit is off the decision path)."""
-
-    def record(
-        self,
-        request: pb.CheckClaimRequest,
-        claim: ParsedClaim,
-        line_indexes: Sequence[int],
-        decisions: Decisions,
-        index_version: int,
-    ) -> None:
-        return None
 
 
 @pytest.fixture(scope="session")

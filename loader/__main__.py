@@ -180,19 +180,26 @@ class _UsageError(Exception):
     pass
 
 
+def _read_and_build(args: argparse.Namespace) -> tuple[Inputs, Arrays, dict[str, Any]]:
+    """Read ``--registry``/``--status``/``--ledger`` and build their arrays and meta
+    (the statuses of ledger practitioners derived under ``--policy``)."""
+    inputs = read_inputs(args.registry, args.status, args.format)
+    if args.ledger is None:
+        arrays, meta = build_snapshot(inputs)
+        return inputs, arrays, meta
+    ledger, derived = derive_from_ledger(inputs, args.ledger, args.policy, args.format)
+    arrays, meta = build_snapshot(
+        inputs, extra_timelines=derived.timelines(), points=derived.points_timelines()
+    )
+    meta["has_points"] = True
+    meta["ledger"] = {"file": ledger.file, "records": len(ledger), "policy": args.policy}
+    return inputs, arrays, meta
+
+
 def _cmd_load(args: argparse.Namespace) -> int:
     if args.status is None and args.ledger is None:
         raise _UsageError("give --status, --ledger or both")
-    inputs = read_inputs(args.registry, args.status, args.format)
-    if args.ledger is not None:
-        ledger, derived = derive_from_ledger(inputs, args.ledger, args.policy, args.format)
-        arrays, meta = build_snapshot(
-            inputs, extra_timelines=derived.timelines(), points=derived.points_timelines()
-        )
-        meta["has_points"] = True
-        meta["ledger"] = {"file": ledger.file, "records": len(ledger), "policy": args.policy}
-    else:
-        arrays, meta = build_snapshot(inputs)
+    inputs, arrays, meta = _read_and_build(args)
     print(f"registry: {len(inputs.registry)} records from {inputs.registry.file}")
     if inputs.status_feed is not None:
         feed = inputs.status_feed
@@ -239,14 +246,7 @@ def _cmd_change(args: argparse.Namespace) -> int:
     """Publish the complete new records of the practitioners in the files (loader.changes)."""
     if args.status is None and args.ledger is None:
         raise _UsageError("give --status, --ledger or both (an empty file: no sanctions)")
-    inputs = read_inputs(args.registry, args.status, args.format)
-    if args.ledger is not None:
-        _, derived = derive_from_ledger(inputs, args.ledger, args.policy, args.format)
-        arrays, _ = build_snapshot(
-            inputs, extra_timelines=derived.timelines(), points=derived.points_timelines()
-        )
-    else:
-        arrays, _ = build_snapshot(inputs)
+    _, arrays, _ = _read_and_build(args)
     names = [decode_practitioner(int(key)) for key in arrays["prac_codes"][:10]]
     more = len(arrays["prac_codes"]) - len(names)
     print(f"change: {len(arrays['prac_codes'])} practitioners: {', '.join(names)}"
