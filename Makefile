@@ -36,7 +36,7 @@ test: setup
 	$(PY) -m proto.generate --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy gateway loader proto/generate.py tests $(wildcard bench/*.py)
+	$(VENV)/bin/mypy contract gateway loader proto/generate.py tests $(wildcard bench/*.py)
 	$(PY) -m pytest
 
 # The microbenchmarks (pytest-benchmark, 15M index): see bench/RESULTS.md.

@@ -18,12 +18,12 @@ from collections.abc import Sequence
 import grpc
 import redis.asyncio as aioredis
 
+from contract.snapshot import Keys
 from gateway.claims import ParsedClaim
 from gateway.decide import Decisions, Policy
 from gateway.feed import load_snapshot, read_current_version
 from gateway.index import IndexHolder
 from gateway.servicer import EligibilityServicer
-from gateway.snapshot import Keys
 from proto.eligibility.v1 import eligibility_pb2 as pb
 from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
 

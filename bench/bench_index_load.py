@@ -18,7 +18,7 @@ import time
 
 from bench.national import NATIONAL_PRACTITIONERS, national_data
 from bench.processes import GatewayChild, publish_national, rss_bytes
-from gateway.redis_process import RedisProcess
+from gateway.ops.redis_process import RedisProcess
 
 
 def main() -> None:

@@ -30,9 +30,9 @@ import pyarrow.csv as pa_csv
 
 from bench.national import PROFESSIONS, NationalData, national_data
 from bench.processes import ROOT
-from gateway import codes
-from gateway.days import DAY_NONE
-from gateway.redis_process import RedisProcess
+from contract import codes
+from contract.days import DAY_NONE
+from gateway.ops.redis_process import RedisProcess
 
 ROLES = {"D": "doctor", "HJ": "technician", "HY": "pharmacist", "N": "nurse"}
 

@@ -31,11 +31,11 @@ import redis
 
 from bench.national import NationalData, national_data
 from bench.processes import GatewayChild, publish_national
-from gateway import codes
-from gateway.days import DAY_NONE, day_to_yyyymmdd
-from gateway.domain import Status
-from gateway.redis_process import RedisProcess
-from gateway.snapshot import DAY_BITS, Arrays, Keys
+from contract import codes
+from contract.days import DAY_NONE, day_to_yyyymmdd
+from contract.domain import Status
+from contract.snapshot import DAY_BITS, Arrays, Keys
+from gateway.ops.redis_process import RedisProcess
 from loader.changes import publish_change
 from proto.eligibility.v1 import eligibility_pb2 as pb
 from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc

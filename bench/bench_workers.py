@@ -24,7 +24,7 @@ from bench.loadgen import write_requests
 from bench.national import NATIONAL_PRACTITIONERS, ClaimGenerator, national_data
 from bench.processes import GatewayChild, publish_national, rss_bytes
 from bench.throughput import cpu_seconds, run_load, wait_ready
-from gateway.redis_process import RedisProcess
+from gateway.ops.redis_process import RedisProcess
 
 
 def pss_bytes(pid: int) -> int:

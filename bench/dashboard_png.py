@@ -30,7 +30,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from gateway.redis_process import RedisProcess, free_port
+from gateway.ops.redis_process import RedisProcess, free_port
 from loader.sample import FIXED
 from proto.eligibility.v1 import eligibility_pb2 as pb
 from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
@@ -55,7 +55,7 @@ HOSPITAL_STAFF = [
 def publish(redis_url: str, prefix: str, out: Path) -> int:
     import redis
 
-    from gateway.snapshot import Keys
+    from contract.snapshot import Keys
     from loader.__main__ import build_snapshot, read_inputs
     from loader.publish import publish_snapshot
     from loader.sample import write_sample

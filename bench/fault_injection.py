@@ -1,7 +1,7 @@
 """Fault injection under constant load (``python -m bench.fault_injection``).
 
 Loopback only, bounded in time (``--duration``, 150 s by default). One
-private redis-server (``gateway.redis_process.RedisProcess``), the real
+private redis-server (``gateway.ops.redis_process.RedisProcess``), the real
 gateway with ``--workers 2`` (``python -m gateway``), the real loader CLI
 (``python -m loader load`` / ``change``), and ``--clients`` load-generator
 processes sending 1-5-line hospital claims at a constant rate each. While the
@@ -56,8 +56,8 @@ import numpy.typing as npt
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.days import today_cst
-from gateway.redis_process import RedisProcess, free_port
+from contract.days import today_cst
+from gateway.ops.redis_process import RedisProcess, free_port
 from proto.eligibility.v1 import eligibility_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,9 +18,9 @@ import sys
 
 import redis.asyncio as aioredis
 
-from gateway.audit import OverrideAudit
 from gateway.index import IndexHolder
-from gateway.metrics import GatewayMetrics
+from gateway.ops.audit import OverrideAudit
+from gateway.ops.metrics import GatewayMetrics
 from gateway.server import build_server
 from gateway.settings import Settings
 from tests.factory import build_index

@@ -16,12 +16,12 @@ from collections.abc import Callable
 import numpy as np
 import redis.asyncio as aioredis
 
-from gateway.audit import OverrideAudit
+from contract.days import today_day
 from gateway.claims import ParsedClaim, parse_claim
-from gateway.days import today_day
 from gateway.decide import Decisions, Policy, decide_lines
 from gateway.index import IndexHolder
-from gateway.metrics import GatewayMetrics
+from gateway.ops.audit import OverrideAudit
+from gateway.ops.metrics import GatewayMetrics
 from gateway.servicer import EligibilityServicer
 from tests.factory import build_index
 from tests.ops_data import ACTIVE, ELSEWHERE, PEOPLE, SUSPENDED, TERMINATED, hospital_claim, line

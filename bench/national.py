@@ -1,5 +1,5 @@
 """A national-scale synthetic data set, built directly as snapshot arrays
-(``gateway.snapshot``), and claim streams of the two shapes the gateway sees.
+(``contract.snapshot``), and claim streams of the two shapes the gateway sees.
 
 Scale and mix (SPEC §1, §3), chosen to look like the national registry:
 
@@ -34,10 +34,10 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
-from gateway import codes
-from gateway.days import DAY_NONE, day_to_yyyymmdd, iso_to_day, today_day
-from gateway.domain import Status
-from gateway.snapshot import DAY_BITS, Arrays, validate_arrays
+from contract import codes
+from contract.days import DAY_NONE, day_to_yyyymmdd, iso_to_day, today_day
+from contract.domain import Status
+from contract.snapshot import DAY_BITS, Arrays, validate_arrays
 from proto.eligibility.v1 import eligibility_pb2 as pb
 
 NATIONAL_PRACTITIONERS = 15_000_000

@@ -15,8 +15,8 @@ import orjson
 import redis
 
 from bench.national import NationalData
-from gateway.redis_process import free_port
-from gateway.snapshot import Keys
+from contract.snapshot import Keys
+from gateway.ops.redis_process import free_port
 from loader.publish import publish_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,7 +19,7 @@ from types import FrameType
 
 from bench.national import NATIONAL_PRACTITIONERS, national_data
 from bench.processes import ROOT, pinned, publish_national
-from gateway.redis_process import RedisProcess
+from gateway.ops.redis_process import RedisProcess
 
 
 def main() -> None:

@@ -41,10 +41,10 @@ import redis
 from bench.loadgen import read_requests, write_requests
 from bench.national import ClaimGenerator, national_data
 from bench.processes import ROOT, GatewayChild, publish_national, rss_bytes
-from gateway import codes
-from gateway.days import today_cst
-from gateway.redis_process import RedisProcess
-from gateway.snapshot import Keys
+from contract import codes
+from contract.days import today_cst
+from contract.snapshot import Keys
+from gateway.ops.redis_process import RedisProcess
 from loader.__main__ import build_snapshot, read_inputs
 from loader.changes import publish_change
 

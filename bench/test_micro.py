@@ -20,9 +20,9 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from bench.national import ClaimGenerator, NationalData
-from gateway import codes
+from contract import codes
+from contract.days import today_day
 from gateway.claims import parse_claim
-from gateway.days import today_day
 from gateway.decide import Policy, decide_lines
 from gateway.index import StatusIndex
 from gateway.servicer import EligibilityServicer

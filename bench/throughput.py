@@ -37,7 +37,7 @@ import orjson
 from bench.loadgen import write_requests
 from bench.national import NATIONAL_PRACTITIONERS, ClaimGenerator, national_data
 from bench.processes import ROOT, GatewayChild, pinned, publish_national
-from gateway.redis_process import RedisProcess, free_port
+from gateway.ops.redis_process import RedisProcess, free_port
 
 SERVER_CORE = "0"
 CLIENT_CORE = "1"

@@ -15,9 +15,9 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from .logs import configure_logging
-from .server import start_gateway, wait_until_loaded
-from .settings import Settings
+from gateway.ops.logs import configure_logging
+from gateway.server import start_gateway, wait_until_loaded
+from gateway.settings import Settings
 
 log = logging.getLogger("gateway")
 
@@ -73,7 +73,7 @@ def build_parser(defaults: Settings) -> argparse.ArgumentParser:
         "(ELIG_SNAPSHOT_CACHE_DIR; default: no disk cache)",
     )
     parser.add_argument("--log-level", help=f"(default {defaults.log_level})")
-    ops = parser.add_argument_group("operations (gateway.metrics, gateway.tls)")
+    ops = parser.add_argument_group("operations (gateway.ops.metrics, gateway.ops.tls)")
     ops.add_argument(
         "--metrics-port",
         type=int,
@@ -124,7 +124,7 @@ def build_parser(defaults: Settings) -> argparse.ArgumentParser:
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
-    from .embedded import EmbeddedData
+    from gateway.ops.embedded import EmbeddedData
 
     stop = _stop_on_signals()
     embedded: EmbeddedData | None = None
@@ -152,7 +152,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
                 },
             )
             if embedded is not None and not args.no_demo:
-                from .demo import show_demo_claims
+                from gateway.ops.demo import show_demo_claims
 
                 await show_demo_claims(f"127.0.0.1:{gateway.port}")
             if args.exit_after_demo:
@@ -216,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--workers: give --redis-url (the embedded default is one process)")
     configure_logging(settings.log_level)
     if settings.workers > 1:
-        from .workers import run_workers
+        from gateway.ops.workers import run_workers
 
         return run_workers(settings, lambda worker: _serve(worker, args))
     return _serve(settings, args)

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from . import codes
-from .days import DateError, yyyymmdd_to_day
-from .decide import KEY_EMPTY, KEY_MALFORMED
-from .domain import Channel
-from .errors import InvalidCodeError, InvalidRequestError
+from contract import codes
+from contract.days import DateError, yyyymmdd_to_day
+from contract.domain import Channel
+from contract.errors import InvalidCodeError, InvalidRequestError
+from gateway.decide import KEY_EMPTY, KEY_MALFORMED
 
 MAX_CLAIM_ID_LEN = 128
 

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .days import DAY_NONE
-from .domain import Decision, Reason, Status
-from .index import Int64s, Lookup, StatusIndex
+from contract.days import DAY_NONE
+from contract.domain import Decision, Reason, Status
+from gateway.index import Int64s, Lookup, StatusIndex
 
 # Sentinels in the key array handed to decide_lines.
 KEY_MALFORMED = -1
@@ -152,7 +152,7 @@ def decide_lines(
 ) -> Decisions:
     """Decide every line of one claim.
 
-    ``keys`` are practitioner keys (gateway.codes), ``KEY_MALFORMED`` for a
+    ``keys`` are practitioner keys (contract.codes), ``KEY_MALFORMED`` for a
     malformed code and ``KEY_EMPTY`` for an empty one; ``days`` are the
     lines' service days; ``institution_id`` is the claim institution's row in
     the index (-1 if no one is registered there); ``principal_ok`` is rule 1's

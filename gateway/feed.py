@@ -42,12 +42,12 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .disk_cache import SnapshotCache
-from .errors import SnapshotError
-from .index import IndexHolder, StatusIndex
-from .overlay import LayeredIndex, decode_arrays
-from .shared_index import SharedSnapshots
-from .snapshot import ARRAY_DTYPES, Keys, Manifest, join_chunks
+from contract.changes import decode_arrays
+from contract.errors import SnapshotError
+from contract.snapshot import ARRAY_DTYPES, Keys, Manifest, join_chunks
+from gateway.index import IndexHolder, LayeredIndex, StatusIndex
+from gateway.ops.disk_cache import SnapshotCache
+from gateway.ops.shared_index import SharedSnapshots
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ any day, for 15-20 million practitioners.
 
 Goals: no Python object per practitioner, no Redis call, and one vectorised
 pass per batch of lines. The arrays are exactly the snapshot's
-(``gateway.snapshot``), read zero-copy from the bytes Redis returned; about
+(``contract.snapshot``), read zero-copy from the bytes Redis returned; about
 22 bytes per practitioner with 1.2 registrations each.
 
 Complexity per batch of L lines: one search of the practitioner codes
@@ -26,9 +26,10 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from .days import DAY_NONE, year_of_day
-from .domain import Status
-from .snapshot import DAY_BITS, Arrays, validate_arrays
+from contract.changes import EMPTY_OVERLAY, index_version, merge_changes
+from contract.days import DAY_NONE, year_of_day
+from contract.domain import Status
+from contract.snapshot import DAY_BITS, Arrays, validate_arrays
 
 Int64s = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
@@ -273,6 +274,131 @@ class StatusIndex:
         if year_of_day(point_day) != year_of_day(day):
             return 0
         return int(self.pt_points[pos])
+
+
+# Live changes: the overlay of changed practitioners, read before the snapshot
+# (contract.changes has the format and the merge).
+
+
+def overlay_index(arrays: Arrays) -> StatusIndex:
+    """The overlay's own little index (its rows and institutions are its own)."""
+    return StatusIndex(arrays, 0, {"has_points": True})
+
+
+class LayeredIndex(StatusIndex):
+    """A snapshot's index with an overlay of changed practitioners read first.
+
+    Same lookups as ``StatusIndex``, and what the ``IndexHolder`` holds in a
+    running gateway. Rows ``>= len(base)`` are overlay rows; institution ids
+    ``>= len(base.inst_codes)`` are institutions only the overlay knows.
+    The base's arrays are deliberately not exposed as attributes: code that
+    reads them directly would miss the overlay, so it fails loudly instead.
+    """
+
+    def __init__(
+        self,
+        base: StatusIndex,
+        overlay: Arrays | None = None,
+        change_seq: int = 0,
+        stream_id: str = "0-0",
+    ) -> None:
+        # Not StatusIndex.__init__: the base's arrays are validated already,
+        # and re-checking 15 million entries per change is what this avoids.
+        self.base = base
+        self.overlay_arrays = overlay if overlay is not None else EMPTY_OVERLAY
+        self.overlay = overlay_index(self.overlay_arrays)
+        self.snapshot_version = base.version
+        self.change_seq = change_seq
+        self.stream_id = stream_id  # the change stream entry this index includes
+        self.version = index_version(base.version, change_seq)
+        self.meta = base.meta
+        self.has_points = base.has_points
+        self._base_rows = len(base)
+        self._base_institutions = len(base.inst_codes)
+        self._overlay_rows = len(self.overlay)
+        new_codes = self.overlay.codes.astype(np.int64)
+        self._added = int(np.count_nonzero(base.rows(new_codes) < 0)) if len(new_codes) else 0
+
+    def with_change(self, change: Arrays, change_seq: int, stream_id: str) -> LayeredIndex:
+        """A new index with ``change`` merged into the overlay (this one is unchanged)."""
+        merged = merge_changes(self.overlay_arrays, change)
+        return LayeredIndex(self.base, merged, change_seq, stream_id)
+
+    def __len__(self) -> int:
+        return self._base_rows + self._added
+
+    @property
+    def overlay_practitioners(self) -> int:
+        return self._overlay_rows
+
+    @property
+    def nbytes(self) -> int:
+        return self.base.nbytes + self.overlay.nbytes
+
+    def institution_id(self, key: int) -> int:
+        found = self.base.institution_id(key)
+        if found >= 0 or self._overlay_rows == 0:
+            return found
+        extra = self.overlay.institution_id(key)
+        return self._base_institutions + extra if extra >= 0 else -1
+
+    def rows(self, keys: Int64s) -> Int64s:
+        base_rows = self.base.rows(keys)
+        if self._overlay_rows == 0:  # Fast path: no change since the snapshot.
+            return base_rows
+        mine = self.overlay.rows(keys)
+        return np.where(mine >= 0, mine + self._base_rows, base_rows)
+
+    def lookup(self, rows: Int64s, days: Int64s, institution_id: int) -> Lookup:
+        base_inst = institution_id if institution_id < self._base_institutions else -1
+        mine = rows >= self._base_rows
+        if self._overlay_rows == 0 or not mine.any():  # Fast path: no changed practitioner.
+            return self.base.lookup(rows, days, base_inst)
+        theirs = self.base.lookup(np.where(mine, -1, rows), days, base_inst)
+        ours = self.overlay.lookup(
+            np.where(mine, rows - self._base_rows, -1),
+            days,
+            self._overlay_institution(institution_id),
+        )
+        return Lookup(
+            found=np.where(mine, ours.found, theirs.found),
+            registered=np.where(mine, ours.registered, theirs.registered),
+            at_institution=np.where(mine, ours.at_institution, theirs.at_institution),
+            status=np.where(mine, ours.status, theirs.status).astype(np.uint8),
+            until=np.where(mine, ours.until, theirs.until).astype(np.uint16),
+        )
+
+    def row_of(self, key: int) -> int:
+        if self._overlay_rows:
+            mine = self.overlay.row_of(key)
+            if mine >= 0:
+                return self._base_rows + mine
+        return self.base.row_of(key)
+
+    def lookup_line(self, row: int, day: int, institution_id: int) -> LineLookup:
+        if row >= self._base_rows:
+            return self.overlay.lookup_line(
+                row - self._base_rows, day, self._overlay_institution(institution_id)
+            )
+        base_inst = institution_id if institution_id < self._base_institutions else -1
+        return self.base.lookup_line(row, day, base_inst)
+
+    def _overlay_institution(self, institution_id: int) -> int:
+        if institution_id < 0:
+            return -1
+        if institution_id >= self._base_institutions:
+            return institution_id - self._base_institutions
+        return self.overlay.institution_id(int(self.base.inst_codes[institution_id]))
+
+    def institutions_on(self, row: int, day: int) -> list[int]:
+        if row >= self._base_rows:
+            return self.overlay.institutions_on(row - self._base_rows, day)
+        return self.base.institutions_on(row, day)
+
+    def points_on(self, row: int, day: int) -> int | None:
+        if row >= self._base_rows:
+            return self.overlay.points_on(row - self._base_rows, day) if self.has_points else None
+        return self.base.points_on(row, day)
 
 
 class IndexHolder:

@@ -15,20 +15,19 @@ from grpc_health.v1 import _async as health_aio  # what grpc_health.v1.health.ai
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from contract.snapshot import Keys
+from gateway.decide import Policy
+from gateway.feed import SnapshotFollower
+from gateway.index import IndexHolder, StatusIndex
+from gateway.ops.audit import OverrideAudit
+from gateway.ops.disk_cache import SnapshotCache
+from gateway.ops.interceptors import ObservabilityInterceptor
+from gateway.ops.metrics import GatewayMetrics
+from gateway.ops.shared_index import SharedSnapshots
+from gateway.ops.tls import server_credentials
+from gateway.servicer import EligibilityServicer, add_servicer_to_server
+from gateway.settings import Settings
 from proto.eligibility.v1 import eligibility_pb2 as pb
-
-from .audit import OverrideAudit
-from .decide import Policy
-from .disk_cache import SnapshotCache
-from .feed import SnapshotFollower
-from .index import IndexHolder, StatusIndex
-from .interceptors import ObservabilityInterceptor
-from .metrics import GatewayMetrics
-from .servicer import EligibilityServicer, add_servicer_to_server
-from .settings import Settings
-from .shared_index import SharedSnapshots
-from .snapshot import Keys
-from .tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +86,7 @@ def build_server(
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
     ]
-    if settings.workers > 1:  # every worker binds the same port (gateway.workers)
+    if settings.workers > 1:  # every worker binds the same port (gateway.ops.workers)
         options.append(("grpc.so_reuseport", 1))
     server = grpc.aio.server(
         options=options,

@@ -12,22 +12,10 @@ import grpc
 import numpy as np
 from google.protobuf.message import DecodeError, Message
 
-from proto.eligibility.v1 import eligibility_pb2 as pb
-from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
-
-from . import codes
-from .claims import ParsedClaim, parse_claim
-from .days import DAY_NONE, DateError, day_to_yyyymmdd, today_day, yyyymmdd_to_day
-from .decide import (
-    Decisions,
-    LineDecision,
-    Policy,
-    decide_line,
-    decide_lines,
-    principal_payable,
-)
-from .domain import Decision, Status
-from .errors import (
+from contract import codes
+from contract.days import DAY_NONE, DateError, day_to_yyyymmdd, today_day, yyyymmdd_to_day
+from contract.domain import Decision, Status
+from contract.errors import (
     EligibilityError,
     IndexNotLoadedError,
     InvalidCodeError,
@@ -36,7 +24,18 @@ from .errors import (
     SnapshotError,
     StalePublishError,
 )
-from .index import IndexHolder, StatusIndex
+from gateway.claims import ParsedClaim, parse_claim
+from gateway.decide import (
+    Decisions,
+    LineDecision,
+    Policy,
+    decide_line,
+    decide_lines,
+    principal_payable,
+)
+from gateway.index import IndexHolder, StatusIndex
+from proto.eligibility.v1 import eligibility_pb2 as pb
+from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +84,7 @@ class OverrideSink(Protocol):
 
 
 class ClaimObserver(Protocol):
-    """Sees every decided claim (gateway.metrics counts it); must be cheap."""
+    """Sees every decided claim (gateway.ops.metrics counts it); must be cheap."""
 
     def observe_claim(
         self, request: pb.CheckClaimRequest, pharmacy: bool, decisions: Decisions

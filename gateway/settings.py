@@ -28,10 +28,10 @@ class Settings:
     # How often to look for a new snapshot when no notification arrives.
     poll_interval_s: float = 1.0
     # Directory where the last loaded index is saved, to start from it when
-    # Redis is down at start (gateway.disk_cache); None = no disk cache.
+    # Redis is down at start (gateway.ops.disk_cache); None = no disk cache.
     snapshot_cache_dir: str | None = None
     log_level: str = "INFO"
-    # Operations (gateway.metrics, gateway.tls, graceful shutdown).
+    # Operations (gateway.ops.metrics, gateway.ops.tls, graceful shutdown).
     # Prometheus /metrics on this HTTP port (on `host`); None or 0 = off.
     metrics_port: int | None = None
     # TLS on the gRPC port: certificate chain and private key (PEM files);
@@ -43,10 +43,10 @@ class Settings:
     max_concurrent_rpcs: int = 1000
     # On SIGTERM: NOT_SERVING at once, then in-flight calls get this long to finish.
     shutdown_grace_s: float = 10.0
-    # Worker processes serving the one port (gateway.workers; SO_REUSEPORT).
+    # Worker processes serving the one port (gateway.ops.workers; SO_REUSEPORT).
     workers: int = 1
-    # Set by gateway.workers for its workers: where they share the snapshot
-    # arrays (gateway.shared_index); None = each process keeps its own.
+    # Set by gateway.ops.workers for its workers: where they share the snapshot
+    # arrays (gateway.ops.shared_index); None = each process keeps its own.
     shared_snapshot_dir: str | None = None
 
     @classmethod

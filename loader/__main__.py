@@ -38,32 +38,31 @@ from typing import Any
 import numpy as np
 import redis
 
-from gateway.codes import decode_practitioner
-from gateway.errors import InvalidCodeError, LoadError, StalePublishError
-from gateway.overlay import index_version
-from gateway.snapshot import ARRAY_DTYPES, Arrays, Keys
-
-from .build import PointsTimelines, build_arrays
-from .changes import (
+from contract.changes import index_version
+from contract.codes import decode_practitioner
+from contract.errors import InvalidCodeError, LoadError, StalePublishError
+from contract.snapshot import ARRAY_DTYPES, Arrays, Keys
+from loader.build import PointsTimelines, build_arrays
+from loader.changes import (
     DEFAULT_STREAM_MAX_ENTRIES,
     ChangeNotPublishedError,
     publish_change,
     read_change_seq,
 )
-from .explain import explain_practitioner
-from .ledger import read_ledger
-from .points import Ledger, PointsResult, RegistrationStarts, derive_statuses
-from .policy import available_policies, load_policy
-from .publish import (
+from loader.explain import explain_practitioner
+from loader.ledger import read_ledger
+from loader.points import Ledger, PointsResult, RegistrationStarts, derive_statuses
+from loader.policy import available_policies, load_policy
+from loader.publish import (
     publish_snapshot,
     read_current_version,
     read_manifest,
 )
-from .registry import Registry, read_registry
-from .sample import DEFAULT_PRACTITIONERS, DEFAULT_SEED, write_sample
-from .status_feed import StatusFeed, Timelines, feed_timelines, read_status_feed
-from .tables import FileFormat
-from .timeline import StatusChange
+from loader.registry import Registry, read_registry
+from loader.sample import DEFAULT_PRACTITIONERS, DEFAULT_SEED, write_sample
+from loader.status_feed import StatusFeed, Timelines, feed_timelines, read_status_feed
+from loader.tables import FileFormat
+from loader.timeline import StatusChange
 
 ENV_REDIS_URL = "ELIG_REDIS_URL"
 ENV_PREFIX = "ELIG_PREFIX"

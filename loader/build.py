@@ -1,10 +1,10 @@
-"""Validated columns -> the snapshot arrays of ``gateway.snapshot`` (pure, no I/O).
+"""Validated columns -> the snapshot arrays of ``contract.snapshot`` (pure, no I/O).
 
 Inputs: the registry's columns, each practitioner's status change points
 (``loader.timeline.StatusChange``, from the status feed and/or the points
 engine), and optionally each practitioner's points change points
 ``(day, calendar-year total)``. Output: the ``Arrays`` dict described in
-``gateway.snapshot``, checked by ``gateway.snapshot.validate_arrays``.
+``contract.snapshot``, checked by ``contract.snapshot.validate_arrays``.
 
 Goal: 15 million registry rows in a few seconds. No Python loop per registry
 row: one stable radix sort of the start days (16-bit keys), one stable sort
@@ -25,13 +25,12 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gateway.codes import decode_practitioner
-from gateway.days import DAY_NONE, MAX_DAY
-from gateway.domain import Status
-from gateway.snapshot import DAY_BITS, Arrays, validate_arrays
-
-from .registry import Registry
-from .timeline import StatusChange
+from contract.codes import decode_practitioner
+from contract.days import DAY_NONE, MAX_DAY
+from contract.domain import Status
+from contract.snapshot import DAY_BITS, Arrays, validate_arrays
+from loader.registry import Registry
+from loader.timeline import StatusChange
 
 PointsTimelines = Mapping[int, Sequence[tuple[int, int]]]
 
@@ -44,7 +43,7 @@ def build_arrays(
     """The snapshot arrays for a registry, status timelines and points timelines.
 
     ``timelines`` and ``points`` are keyed by practitioner key
-    (``gateway.codes``); each list must be in strictly increasing day order.
+    (``contract.codes``); each list must be in strictly increasing day order.
     Raises ``ValueError`` naming the practitioner for a key absent from the
     registry or a malformed timeline.
     """

@@ -1,5 +1,5 @@
 """Publishing live changes: the complete new records of a few practitioners,
-on top of the current snapshot, without a full load (``gateway.overlay``).
+on top of the current snapshot, without a full load (``contract.changes``, ``gateway.index.LayeredIndex``).
 
 A change is built exactly like a snapshot (same validation, same points
 engine, ``loader.__main__.build_snapshot``) from small input files holding
@@ -32,8 +32,7 @@ from typing import cast
 
 import redis
 
-from gateway.errors import SnapshotError
-from gateway.overlay import (
+from contract.changes import (
     CHANGE_SEQ_BASE,
     EMPTY_OVERLAY,
     decode_arrays,
@@ -41,7 +40,8 @@ from gateway.overlay import (
     index_version,
     merge_changes,
 )
-from gateway.snapshot import Arrays, Keys, validate_arrays
+from contract.errors import SnapshotError
+from contract.snapshot import Arrays, Keys, validate_arrays
 
 # Entries kept in the change stream (approximately: MAXLEN ~). Gateways that
 # fall further behind reload the overlay hash instead of replaying.

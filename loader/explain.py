@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.codes import decode_practitioner, encode_practitioner
-from gateway.days import DAY_NONE, day_to_date
-
-from .points import Ledger, RegistrationStarts, Replay, TrailEntry, replay_practitioner
-from .policy import Policy
+from contract.codes import decode_practitioner, encode_practitioner
+from contract.days import DAY_NONE, day_to_date
+from loader.points import Ledger, RegistrationStarts, Replay, TrailEntry, replay_practitioner
+from loader.policy import Policy
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .points import (
+from loader.points import (
     NO_EVENT,
     POINTS_MAX_STORED,
     Kind,
@@ -46,8 +46,8 @@ from .points import (
     derive_statuses,
     resolve_revocations,
 )
-from .policy import Policy, load_policy
-from .tables import (
+from loader.policy import Policy, load_policy
+from loader.tables import (
     FileFormat,
     Table,
     day_numbers,

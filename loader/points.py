@@ -83,11 +83,11 @@ The rules (SPEC §7), with every interpretation chosen where the SPEC is silent:
     ``LoadError``.
 12. Points change points: one per day on which the year total changes, with
     the day's final total. No entry is written for 1 January: a lookup that
-    finds a point of an earlier year reads 0 (``gateway.snapshot`` documents
+    finds a point of an earlier year reads 0 (``contract.snapshot`` documents
     it and ``StatusIndex.points_on`` does it). Totals above 65535 are stored
     as 65535 (impossible in practice with <= 12 points an event).
 13. A practitioner with no event in effect has no change points (ACTIVE).
-    Days past ``gateway.days.MAX_DAY`` (2149-06-05) are not represented: a
+    Days past ``contract.days.MAX_DAY`` (2149-06-05) are not represented: a
     suspension ``until`` beyond it is stored as MAX_DAY.
 
 Performance: rows are grouped per practitioner with one numpy argsort. The
@@ -110,12 +110,11 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from gateway.days import DAY_NONE, MAX_DAY, day_to_date
-from gateway.domain import Status
-from gateway.errors import LoadError
-
-from .policy import Policy
-from .timeline import StatusChange
+from contract.days import DAY_NONE, MAX_DAY, day_to_date
+from contract.domain import Status
+from contract.errors import LoadError
+from loader.policy import Policy
+from loader.timeline import StatusChange
 
 U8s = npt.NDArray[np.uint8]
 U16s = npt.NDArray[np.uint16]
@@ -147,11 +146,11 @@ class Ledger:
 
     file: str
     event_id: Sequence[str]
-    practitioner: U64s  # gateway.codes practitioner keys
-    institution: U64s  # gateway.codes institution keys
+    practitioner: U64s  # contract.codes practitioner keys
+    institution: U64s  # contract.codes institution keys
     kind: U8s  # Kind
     points: U16s  # 0 where the kind carries none
-    effective_on: U16s  # gateway.days day numbers
+    effective_on: U16s  # contract.days day numbers
     suspension_months: U8s  # NO_MONTHS where not given
     reference: Sequence[str]  # the reference text as written
     revokes: I64s  # for a REVOKE: row of the event it revokes; NO_EVENT otherwise

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
-from gateway.errors import LoadError
+from contract.errors import LoadError
 
 SCHEMA = "points-policy/1"
 POLICY_DIR = Path(__file__).resolve().parent / "policies"

@@ -1,4 +1,4 @@
-"""Atomic, versioned publication of snapshot arrays to Redis (``gateway.snapshot``).
+"""Atomic, versioned publication of snapshot arrays to Redis (``contract.snapshot``).
 
 Steps, and why:
 
@@ -16,7 +16,7 @@ Steps, and why:
    snapshot; it gets ``StalePublishError``).
    The same step starts the new version's live changes: a marker on the
    change stream, the version's empty overlay hash, and a trim of the
-   stream's older entries (see ``gateway.snapshot``, ``loader.changes``).
+   stream's older entries (see ``contract.snapshot``, ``loader.changes``).
 4. After the flip, every other version below the new one except the one it
    replaced is unlinked (``SCAN`` on the prefix, ``UNLINK`` so Redis frees the
    big values in the background). The previous version is kept so that a
@@ -38,8 +38,8 @@ from typing import Any
 
 import redis
 
-from gateway.errors import StalePublishError
-from gateway.snapshot import (
+from contract.errors import StalePublishError
+from contract.snapshot import (
     ARRAY_DTYPES,
     CHUNK_BYTES,
     Arrays,

@@ -31,9 +31,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gateway.errors import LoadError
-
-from .tables import (
+from contract.errors import LoadError
+from loader.tables import (
     FileFormat,
     Lines,
     Table,
@@ -53,8 +52,8 @@ class Registry:
     """The registry's records as columns, one entry per record, in file order."""
 
     file: str
-    practitioner: npt.NDArray[np.uint64]  # gateway.codes key
-    institution: npt.NDArray[np.uint64]  # gateway.codes key
+    practitioner: npt.NDArray[np.uint64]  # contract.codes key
+    institution: npt.NDArray[np.uint64]  # contract.codes key
     role: npt.NDArray[np.int32]  # index into role_names
     role_names: tuple[str, ...]
     registered_on: npt.NDArray[np.uint16]  # first day registered

@@ -15,7 +15,7 @@ and ``status.csv`` (or ``.jsonl``) with:
   a suspension early or reinstate a terminated practitioner;
 - the FIXED practitioners below, which demos and tests rely on.
 
-Dates are relative to today in China Standard Time (``gateway.days``), so the
+Dates are relative to today in China Standard Time (``contract.days``), so the
 "current" suspension stays current whenever the sample is generated; given
 the same ``today`` and ``seed`` the files are byte-for-byte identical.
 """
@@ -31,15 +31,14 @@ from pathlib import Path
 
 import orjson
 
-from gateway.days import today_cst
-
-from .ledger import OPTIONAL as LEDGER_OPTIONAL
-from .ledger import REQUIRED as LEDGER_REQUIRED
-from .registry import OPTIONAL_FIELDS as REGISTRY_OPTIONAL
-from .registry import REQUIRED_FIELDS as REGISTRY_REQUIRED
-from .status_feed import OPTIONAL_FIELDS as STATUS_OPTIONAL
-from .status_feed import REQUIRED_FIELDS as STATUS_REQUIRED
-from .tables import FileFormat
+from contract.days import today_cst
+from loader.ledger import OPTIONAL as LEDGER_OPTIONAL
+from loader.ledger import REQUIRED as LEDGER_REQUIRED
+from loader.registry import OPTIONAL_FIELDS as REGISTRY_OPTIONAL
+from loader.registry import REQUIRED_FIELDS as REGISTRY_REQUIRED
+from loader.status_feed import OPTIONAL_FIELDS as STATUS_OPTIONAL
+from loader.status_feed import REQUIRED_FIELDS as STATUS_REQUIRED
+from loader.tables import FileFormat
 
 REGISTRY_COLUMNS = (*REGISTRY_REQUIRED, *REGISTRY_OPTIONAL)
 STATUS_COLUMNS = ("practitioner_code", "status", "effective_from", "effective_until", "reference")

@@ -35,12 +35,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gateway.codes import decode_practitioner
-from gateway.days import DAY_NONE
-from gateway.domain import Status
-from gateway.errors import LoadError
-
-from .tables import (
+from contract.codes import decode_practitioner
+from contract.days import DAY_NONE
+from contract.domain import Status
+from contract.errors import LoadError
+from loader.tables import (
     FileFormat,
     Lines,
     Table,
@@ -50,7 +49,7 @@ from .tables import (
     practitioner_keys,
     read_table,
 )
-from .timeline import StatusChange, StatusInterval, build_timeline
+from loader.timeline import StatusChange, StatusInterval, build_timeline
 
 REQUIRED_FIELDS = ("practitioner_code", "status", "effective_from", "reference")
 OPTIONAL_FIELDS = ("effective_until",)
@@ -69,8 +68,8 @@ class StatusFeed:
     """The feed's records as columns, one entry per record, in file order."""
 
     file: str
-    practitioner: npt.NDArray[np.uint64]  # gateway.codes key
-    status: npt.NDArray[np.uint8]  # gateway.domain.Status
+    practitioner: npt.NDArray[np.uint64]  # contract.codes key
+    status: npt.NDArray[np.uint8]  # contract.domain.Status
     effective_from: npt.NDArray[np.uint16]  # first day
     effective_until: npt.NDArray[np.uint16]  # last day; DAY_NONE = open-ended
     reference: Any  # pyarrow ChunkedArray of strings

@@ -37,8 +37,8 @@ Rules, chosen to keep line numbers honest:
 Validation helpers turn a string column into numpy values in a few vectorised
 passes (pyarrow.compute regular expressions and casts, numpy gathers on the
 raw UTF-8 bytes) and, on the first bad value, raise ``LoadError`` with that
-record's line, the field and the value. Their results match ``gateway.codes``
-and ``gateway.days`` exactly; the tests check it on many values.
+record's line, the field and the value. Their results match ``contract.codes``
+and ``contract.days`` exactly; the tests check it on many values.
 """
 
 from __future__ import annotations
@@ -61,9 +61,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 
-from gateway.codes import INSTITUTION_DIGITS, PRACTITIONER_DIGITS
-from gateway.days import DAY_NONE, MAX_DATE, MAX_DAY, MIN_DATE
-from gateway.errors import LoadError
+from contract.codes import INSTITUTION_DIGITS, PRACTITIONER_DIGITS
+from contract.days import DAY_NONE, MAX_DATE, MAX_DAY, MIN_DATE
+from contract.errors import LoadError
 
 FileFormat = Literal["csv", "jsonl"]
 Lines = npt.NDArray[np.int64]
@@ -79,7 +79,7 @@ _BOM = codecs.BOM_UTF8
 # line must fit in one block, so it is also the longest line the fast path takes.
 _BLOCK_BYTES = 16 << 20
 _WHITESPACE = b" \t\r\n"
-_LETTER_BASE = ord("A") - 1  # gateway.codes numbers letters from 1
+_LETTER_BASE = ord("A") - 1  # contract.codes numbers letters from 1
 _T = TypeVar("_T")
 
 
@@ -570,7 +570,7 @@ def _code_keys(
 
     The key is ``letters * 10**n_digits + digits`` where ``letters`` is
     ``L`` for one-letter codes (institutions) and ``27 * L1 + L2`` with
-    ``L2 = 0`` for a single letter otherwise (``gateway.codes``). The letters
+    ``L2 = 0`` for a single letter otherwise (``contract.codes``). The letters
     are read straight from the UTF-8 bytes, the digits by Arrow's integer
     parser on the last ``n_digits`` bytes: no Python loop per value.
     """
@@ -602,13 +602,13 @@ def _keys(
 
 
 def practitioner_keys(table: Table, field: str = "practitioner_code") -> npt.NDArray[np.uint64]:
-    """Keys of a column of practitioner codes, equal to ``gateway.codes.encode_practitioner``."""
+    """Keys of a column of practitioner codes, equal to ``contract.codes.encode_practitioner``."""
     what = "practitioner code (1-2 uppercase letters and 12 digits)"
     return _keys(table, field, PRACTITIONER_CODE_RE, PRACTITIONER_DIGITS, 2, what)
 
 
 def institution_keys(table: Table, field: str = "institution_code") -> npt.NDArray[np.uint64]:
-    """Keys of a column of institution codes, equal to ``gateway.codes.encode_institution``."""
+    """Keys of a column of institution codes, equal to ``contract.codes.encode_institution``."""
     what = "institution code (1 uppercase letter and 11 digits)"
     return _keys(table, field, INSTITUTION_CODE_RE, INSTITUTION_DIGITS, 1, what)
 
@@ -656,7 +656,7 @@ def _parse_iso_dates(table: Table, field: str, column: Any) -> npt.NDArray[np.in
 
 
 def day_numbers(table: Table, field: str, *, optional: bool = False) -> npt.NDArray[np.uint16]:
-    """Day numbers (``gateway.days``) of a column of ``YYYY-MM-DD`` dates.
+    """Day numbers (``contract.days``) of a column of ``YYYY-MM-DD`` dates.
 
     Refuses anything but a real calendar date in 1970-01-01 .. 2149-06-05. With
     ``optional`` an empty value is allowed and reads ``DAY_NONE`` (an open end).

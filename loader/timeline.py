@@ -3,7 +3,7 @@
 Both sources of statuses end here: the authority's status feed
 (``loader.status_feed``) and the points engine (``loader.points``). Each
 gives, per practitioner, intervals ``(start, until, status)`` in day numbers
-(``gateway.days``), ``until`` being the LAST day the status holds or
+(``contract.days``), ``until`` being the LAST day the status holds or
 ``DAY_NONE`` for open-ended. They are painted in order of ``start``, later
 starts on top:
 
@@ -33,8 +33,8 @@ import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from gateway.days import DAY_NONE, MAX_DAY
-from gateway.domain import Status
+from contract.days import DAY_NONE, MAX_DAY
+from contract.domain import Status
 
 
 @dataclass(frozen=True, slots=True)

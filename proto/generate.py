@@ -13,6 +13,7 @@ import argparse
 import filecmp
 import shutil
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -28,6 +29,19 @@ GENERATED = (
 )
 
 
+def _plugin(name: str) -> str:
+    """The protoc plugin ``name`` from the virtual environment this Python runs in.
+
+    Its scripts directory is on PATH only inside an activated environment;
+    ``make test`` runs ``.venv/bin/python`` without activating it.
+    """
+    scripts = Path(sysconfig.get_path("scripts"))
+    path = scripts / name
+    if not path.exists():
+        raise SystemExit(f"{name} not found in {scripts}: install the dev extras (make setup)")
+    return str(path)
+
+
 def generate(out_dir: Path) -> None:
     """Run protoc on the contract, writing the generated files under ``out_dir``."""
     include = str(Path(protoc.__file__).parent / "_proto")
@@ -35,6 +49,8 @@ def generate(out_dir: Path) -> None:
         "protoc",
         f"-I{ROOT}",
         f"-I{include}",
+        f"--plugin=protoc-gen-mypy={_plugin('protoc-gen-mypy')}",
+        f"--plugin=protoc-gen-mypy_grpc={_plugin('protoc-gen-mypy_grpc')}",
         f"--python_out={out_dir}",
         f"--grpc_python_out={out_dir}",
         f"--mypy_out={out_dir}",

@@ -11,7 +11,7 @@ import pytest
 import redis
 from hypothesis import settings
 
-from gateway.redis_process import RedisProcess
+from gateway.ops.redis_process import RedisProcess
 
 _prefixes = itertools.count()
 

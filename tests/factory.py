@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gateway import codes
-from gateway.days import DAY_NONE, iso_to_day
-from gateway.domain import Status
+from contract import codes
+from contract.days import DAY_NONE, iso_to_day
+from contract.domain import Status
+from contract.snapshot import DAY_BITS, Arrays
 from gateway.index import StatusIndex
-from gateway.snapshot import DAY_BITS, Arrays
 
 
 def day(iso: str) -> int:

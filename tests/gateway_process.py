@@ -14,7 +14,7 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.redis_process import free_port
+from gateway.ops.redis_process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,9 +12,9 @@ from collections.abc import Callable
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.days import today_cst
-from gateway.domain import Status
-from gateway.snapshot import Keys
+from contract.days import today_cst
+from contract.domain import Status
+from contract.snapshot import Keys
 from loader.publish import publish_snapshot
 from proto.eligibility.v1 import eligibility_pb2 as pb
 from tests.factory import Person, build_arrays

@@ -13,12 +13,12 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from gateway.audit import FIELDS, OverrideAudit, read_overrides
+from contract.snapshot import Keys
 from gateway.decide import Policy
 from gateway.index import IndexHolder
-from gateway.redis_process import RedisProcess
+from gateway.ops.audit import FIELDS, OverrideAudit, read_overrides
+from gateway.ops.redis_process import RedisProcess
 from gateway.servicer import EligibilityServicer
-from gateway.snapshot import Keys
 from proto.eligibility.v1 import eligibility_pb2 as pb
 from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
 from tests.factory import build_index

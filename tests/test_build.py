@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.codes import encode_institution, encode_practitioner
-from gateway.days import DAY_NONE, iso_to_day
-from gateway.domain import Status
-from gateway.snapshot import ARRAY_DTYPES, DAY_BITS, Arrays
+from contract.codes import encode_institution, encode_practitioner
+from contract.days import DAY_NONE, iso_to_day
+from contract.domain import Status
+from contract.snapshot import ARRAY_DTYPES, DAY_BITS, Arrays
 from loader.build import build_arrays
 from loader.registry import Registry
 from loader.timeline import StatusChange

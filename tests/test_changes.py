@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import redis
 
-from gateway.codes import encode_practitioner
-from gateway.days import iso_to_day
-from gateway.domain import Status
-from gateway.overlay import decode_arrays, index_version
-from gateway.snapshot import Keys
+from contract.changes import decode_arrays, index_version
+from contract.codes import encode_practitioner
+from contract.days import iso_to_day
+from contract.domain import Status
+from contract.snapshot import Keys
 from loader.__main__ import main
 from loader.changes import ChangeNotPublishedError, publish_change
 from loader.publish import publish_snapshot

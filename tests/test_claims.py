@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway import codes
+from contract import codes
+from contract.days import yyyymmdd_to_day
+from contract.errors import InvalidRequestError
 from gateway.claims import parse_claim
-from gateway.days import yyyymmdd_to_day
 from gateway.decide import KEY_EMPTY, KEY_MALFORMED
-from gateway.errors import InvalidRequestError
 from proto.eligibility.v1 import eligibility_pb2 as pb
 
 TODAY = yyyymmdd_to_day(20251120)

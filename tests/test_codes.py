@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway import codes
-from gateway.errors import InvalidCodeError
+from contract import codes
+from contract.errors import InvalidCodeError
 
 letters = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=1, max_size=2)
 digits12 = st.text(alphabet="0123456789", min_size=12, max_size=12)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway import days
+from contract import days
 
 
 @given(st.dates(min_value=days.MIN_DATE, max_value=days.MAX_DATE))

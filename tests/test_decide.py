@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway import codes
+from contract import codes
+from contract.domain import Decision, Reason, Status
 from gateway.decide import KEY_EMPTY, Decisions, Policy, decide_lines, principal_payable
-from gateway.domain import Decision, Reason, Status
 from gateway.index import StatusIndex
 from tests.factory import Person, build_index, day
 

@@ -9,11 +9,11 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from contract.codes import encode_practitioner
+from contract.days import iso_to_day
+from contract.domain import Status
 from gateway import servicer as servicer_module
-from gateway.codes import encode_practitioner
-from gateway.days import iso_to_day
 from gateway.decide import KEY_EMPTY, KEY_MALFORMED, Policy, decide_line, decide_lines
-from gateway.domain import Status
 from gateway.index import IndexHolder
 from gateway.servicer import EligibilityServicer
 from proto.eligibility.v1 import eligibility_pb2 as pb

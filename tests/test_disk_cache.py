@@ -1,4 +1,4 @@
-"""gateway.disk_cache: the last index on disk, written atomically, read back exactly."""
+"""gateway.ops.disk_cache: the last index on disk, written atomically, read back exactly."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.disk_cache import OVERLAY_FILE, SNAPSHOT_FILE, SnapshotCache, read_arrays_file
-from gateway.domain import Status
-from gateway.errors import SnapshotError
-from gateway.index import StatusIndex
-from gateway.overlay import LayeredIndex
-from gateway.snapshot import ARRAY_DTYPES
+from contract.domain import Status
+from contract.errors import SnapshotError
+from contract.snapshot import ARRAY_DTYPES
+from gateway.index import LayeredIndex, StatusIndex
+from gateway.ops.disk_cache import OVERLAY_FILE, SNAPSHOT_FILE, SnapshotCache, read_arrays_file
 from tests.factory import Person, build_arrays
 
 HOSPITAL = "H11010500001"

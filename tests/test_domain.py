@@ -6,7 +6,7 @@ from enum import IntEnum
 
 import pytest
 
-from gateway import domain
+from contract import domain
 from proto.eligibility.v1 import eligibility_pb2 as pb
 
 

@@ -18,10 +18,10 @@ import redis
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from gateway.days import today_cst
-from gateway.domain import Status
-from gateway.overlay import index_version
-from gateway.snapshot import Keys
+from contract.changes import index_version
+from contract.days import today_cst
+from contract.domain import Status
+from contract.snapshot import Keys
 from loader.__main__ import build_snapshot, read_inputs
 from loader.publish import publish_snapshot
 from loader.sample import FIXED, write_sample

@@ -28,10 +28,10 @@ import pytest
 import redis
 from grpc_health.v1 import health_pb2
 
-from gateway.days import today_cst
-from gateway.overlay import index_version
-from gateway.redis_process import RedisProcess, free_port
-from gateway.snapshot import Keys
+from contract.changes import index_version
+from contract.days import today_cst
+from contract.snapshot import Keys
+from gateway.ops.redis_process import RedisProcess, free_port
 from loader.__main__ import main as loader_main
 from proto.eligibility.v1 import eligibility_pb2 as pb
 from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc

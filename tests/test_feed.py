@@ -16,15 +16,15 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from gateway import codes
-from gateway.days import iso_to_day
-from gateway.disk_cache import SnapshotCache
-from gateway.domain import Status
+from contract import codes
+from contract.changes import index_version
+from contract.days import iso_to_day
+from contract.domain import Status
+from contract.snapshot import Keys
 from gateway.feed import SnapshotFollower
-from gateway.index import IndexHolder
-from gateway.overlay import LayeredIndex, index_version
-from gateway.redis_process import RedisProcess, free_port
-from gateway.snapshot import Keys
+from gateway.index import IndexHolder, LayeredIndex
+from gateway.ops.disk_cache import SnapshotCache
+from gateway.ops.redis_process import RedisProcess, free_port
 from loader.changes import publish_change
 from loader.publish import publish_snapshot
 from tests.factory import Person, build_arrays

@@ -26,8 +26,8 @@ import redis
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from gateway.days import DateError, iso_to_day
-from gateway.snapshot import Keys
+from contract.days import DateError, iso_to_day
+from contract.snapshot import Keys
 from loader.__main__ import EXIT_BAD_INPUT, EXIT_OK
 from loader.__main__ import main as loader_main
 

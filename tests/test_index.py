@@ -3,12 +3,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway import codes
-from gateway.days import DAY_NONE
-from gateway.domain import Status
-from gateway.errors import SnapshotError
+from contract import codes
+from contract.days import DAY_NONE
+from contract.domain import Status
+from contract.errors import SnapshotError
+from contract.snapshot import empty_arrays
 from gateway.index import IndexHolder, StatusIndex
-from gateway.snapshot import empty_arrays
 from tests.factory import Person, build_arrays, build_index, day
 
 H1, H2 = "H11010500001", "H11010500002"

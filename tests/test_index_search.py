@@ -7,8 +7,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.codes import encode_practitioner
-from gateway.days import iso_to_day
+from contract.codes import encode_practitioner
+from contract.days import iso_to_day
+from contract.domain import Status
 from gateway.decide import (
     KEY_EMPTY,
     KEY_MALFORMED,
@@ -17,7 +18,6 @@ from gateway.decide import (
     decide_line,
     decide_lines,
 )
-from gateway.domain import Status
 from gateway.index import SAMPLE_STEP, TWO_LEVEL_MIN_BATCH, _search
 from tests.factory import Person, build_index
 from tests.test_decide_scalar import DATES, INSTITUTIONS, STATUSES

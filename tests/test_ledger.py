@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.codes import encode_institution, encode_practitioner
-from gateway.days import iso_to_day
-from gateway.domain import Status
-from gateway.errors import LoadError
+from contract.codes import encode_institution, encode_practitioner
+from contract.days import iso_to_day
+from contract.domain import Status
+from contract.errors import LoadError
 from loader.ledger import parse_ledger, read_ledger, statuses_from_ledger
 from loader.points import NO_EVENT, Kind, Ledger
 from loader.policy import load_policy

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import redis
 
-from gateway.codes import encode_practitioner
-from gateway.redis_process import free_port
-from gateway.snapshot import Keys
+from contract.codes import encode_practitioner
+from contract.snapshot import Keys
+from gateway.ops.redis_process import free_port
 from loader.__main__ import main
 from loader.publish import read_current_version, read_snapshot
 from loader.sample import FIXED

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import redis
 
-from gateway.codes import encode_practitioner
-from gateway.days import iso_to_day
-from gateway.domain import Status
+from contract.codes import encode_practitioner
+from contract.days import iso_to_day
+from contract.domain import Status
+from contract.snapshot import Keys
 from gateway.index import StatusIndex
-from gateway.snapshot import Keys
 from loader.__main__ import main
 from loader.publish import read_current_version, read_snapshot
 

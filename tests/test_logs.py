@@ -8,7 +8,7 @@ import logging
 
 import orjson
 
-from gateway.logs import REQUEST_ID, JsonFormatter
+from gateway.ops.logs import REQUEST_ID, JsonFormatter
 
 
 def render(**extra: object) -> dict[str, object]:

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import redis
 
+from contract.changes import index_version
+from contract.domain import Decision, Reason
+from contract.snapshot import Keys
 from gateway.decide import Decisions
-from gateway.domain import Decision, Reason
-from gateway.metrics import LINES_BUCKETS, ClaimMetrics
-from gateway.overlay import index_version
-from gateway.redis_process import free_port
-from gateway.snapshot import Keys
+from gateway.ops.metrics import LINES_BUCKETS, ClaimMetrics
+from gateway.ops.redis_process import free_port
 from loader.changes import publish_change
 from proto.eligibility.v1 import eligibility_pb2 as pb
 from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
@@ -119,7 +119,7 @@ def test_metrics_count_what_the_calls_decided(gateway: tuple[GatewayProcess, int
     health_ok = value(samples, rpcs, service="grpc.health.v1.Health", method="Check", code="OK")
     assert health_ok is not None and health_ok >= 1
 
-    # index_version: snapshot version and change sequence (gateway.overlay).
+    # index_version: snapshot version and change sequence (contract.changes).
     assert value(samples, "eligibility_index_version") == index_version(version, 0)
     assert value(samples, "eligibility_index_practitioners") == 6
     size = value(samples, "eligibility_index_size_bytes")

@@ -12,12 +12,12 @@ import sys
 import orjson
 import redis.asyncio as aioredis
 
-from gateway.audit import OverrideAudit
+from contract.snapshot import Keys
 from gateway.decide import Policy
 from gateway.index import IndexHolder
-from gateway.ops import main, parse_moment
+from gateway.ops.audit import OverrideAudit
+from gateway.ops.cli import main, parse_moment
 from gateway.servicer import EligibilityServicer
-from gateway.snapshot import Keys
 from tests.factory import build_index
 from tests.gateway_process import ROOT
 from tests.ops_data import (

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.audit import OverrideAudit
+from contract.snapshot import Keys
 from gateway.decide import Policy
 from gateway.feed import SnapshotFollower
 from gateway.index import IndexHolder
-from gateway.metrics import GatewayMetrics
+from gateway.ops.audit import OverrideAudit
+from gateway.ops.metrics import GatewayMetrics
 from gateway.servicer import EligibilityServicer
-from gateway.snapshot import Keys
 from tests.factory import build_index
 from tests.gateway_process import ROOT
 from tests.ops_data import ACTIVE, PEOPLE, SUSPENDED, hospital_claim, line

@@ -1,4 +1,4 @@
-"""gateway.overlay: merging changes and reading the overlay before the snapshot.
+"""contract.changes: merging changes and reading the overlay before the snapshot.
 
 The reference is a plain index built from scratch over the same people with
 the changed records swapped in: the layered index must answer every lookup
@@ -11,21 +11,20 @@ import random
 import numpy as np
 import pytest
 
-from gateway import codes
-from gateway.days import iso_to_day
-from gateway.domain import Status
-from gateway.errors import SnapshotError
-from gateway.index import StatusIndex
-from gateway.overlay import (
+from contract import codes
+from contract.changes import (
     CHANGE_SEQ_BASE,
-    LayeredIndex,
     decode_arrays,
     encode_arrays,
     index_version,
     merge_changes,
     split_index_version,
 )
-from gateway.snapshot import ARRAY_DTYPES, empty_arrays
+from contract.days import iso_to_day
+from contract.domain import Status
+from contract.errors import SnapshotError
+from contract.snapshot import ARRAY_DTYPES, empty_arrays
+from gateway.index import LayeredIndex, StatusIndex
 from tests.factory import Person, build_arrays, build_index
 
 HOSPITALS = [f"H1101050000{i}" for i in range(1, 6)]

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from gateway.codes import encode_practitioner
-from gateway.days import DAY_NONE, MAX_DAY, day_to_date, iso_to_day
-from gateway.domain import Status
-from gateway.errors import LoadError
+from contract.codes import encode_practitioner
+from contract.days import DAY_NONE, MAX_DAY, day_to_date, iso_to_day
+from contract.domain import Status
+from contract.errors import LoadError
 from loader.explain import explain_practitioner
 from loader.ledger import parse_ledger
 from loader.points import (
@@ -643,7 +643,7 @@ def test_result_arrays_for_publishing() -> None:
             (q, d("2024-02-02"), 2),
         ]
     )
-    # Keys, then days, strictly increasing: what gateway.snapshot requires.
+    # Keys, then days, strictly increasing: what contract.snapshot requires.
     assert np.all(np.diff(keys.astype(np.int64)) >= 0)
     assert result.status_changes(encode_practitioner("D999999999999")) == []
 

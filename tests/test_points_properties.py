@@ -12,9 +12,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.codes import encode_practitioner
-from gateway.days import DAY_NONE, MAX_DAY, iso_to_day, year_of_day
-from gateway.domain import Status
+from contract.codes import encode_practitioner
+from contract.days import DAY_NONE, MAX_DAY, iso_to_day, year_of_day
+from contract.domain import Status
 from loader.points import (
     NO_EVENT,
     Kind,

@@ -7,12 +7,12 @@ import pytest
 import redis
 from redis.client import Pipeline
 
-import gateway.snapshot
-from gateway.codes import encode_institution, encode_practitioner
-from gateway.days import DAY_NONE
-from gateway.domain import Status
-from gateway.errors import SnapshotError, StalePublishError
-from gateway.snapshot import ARRAY_DTYPES, Arrays, Keys, empty_arrays
+import contract.snapshot
+from contract.codes import encode_institution, encode_practitioner
+from contract.days import DAY_NONE
+from contract.domain import Status
+from contract.errors import SnapshotError, StalePublishError
+from contract.snapshot import ARRAY_DTYPES, Arrays, Keys, empty_arrays
 from loader.build import build_arrays
 from loader.publish import (
     collect_garbage,
@@ -95,7 +95,7 @@ def test_empty_snapshot_round_trips(redis_client: redis.Redis, prefix: str) -> N
 def test_many_chunks_round_trip(
     redis_client: redis.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(gateway.snapshot, "CHUNK_BYTES", 64)
+    monkeypatch.setattr(contract.snapshot, "CHUNK_BYTES", 64)
     keys = Keys(prefix)
     arrays = sample_arrays(n=200)
     version = publish_snapshot(redis_client, keys, arrays, batch_bytes=256).version
@@ -178,7 +178,7 @@ def test_stale_version_never_overwrites_a_newer_current(
 def test_failed_write_leaves_current_untouched_and_cleans_up(
     redis_client: redis.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(gateway.snapshot, "CHUNK_BYTES", 64)
+    monkeypatch.setattr(contract.snapshot, "CHUNK_BYTES", 64)
     keys = Keys(prefix)
     good = sample_arrays(seed=1)
     before = publish_snapshot(redis_client, keys, good).version

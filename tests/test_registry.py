@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.codes import encode_institution, encode_practitioner
-from gateway.days import DAY_NONE, iso_to_day
-from gateway.errors import LoadError
+from contract.codes import encode_institution, encode_practitioner
+from contract.days import DAY_NONE, iso_to_day
+from contract.errors import LoadError
 from loader.registry import read_registry
 
 HEADER = "practitioner_code,institution_code,role,registered_on,deregistered_on"

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.codes import decode_practitioner, encode_institution, encode_practitioner
-from gateway.days import DAY_NONE, date_to_day
-from gateway.domain import Status
+from contract.codes import decode_practitioner, encode_institution, encode_practitioner
+from contract.days import DAY_NONE, date_to_day
+from contract.domain import Status
 from loader.__main__ import Inputs, build_snapshot, read_inputs
 from loader.sample import FIXED, generate_sample, write_sample
 from loader.timeline import status_on

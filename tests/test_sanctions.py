@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from gateway.days import date_to_day
-from gateway.domain import Status
-from gateway.sanctions import InstitutionShare, sanction_shares
-from gateway.snapshot import empty_arrays
+from contract.days import date_to_day
+from contract.domain import Status
+from contract.snapshot import empty_arrays
+from gateway.ops.sanctions import InstitutionShare, sanction_shares
 from tests.factory import Person, build_arrays
 from tests.ops_data import HOSPITAL, OTHER_HOSPITAL, PEOPLE, PHARMACY, TODAY
 

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 import grpc
 import pytest
 
-from gateway import errors
+from contract import errors
+from contract.domain import Status
+from contract.errors import IndexNotLoadedError, InvalidRequestError
 from gateway.claims import ParsedClaim
 from gateway.decide import Decisions, Policy
-from gateway.domain import Status
-from gateway.errors import IndexNotLoadedError, InvalidRequestError
 from gateway.index import IndexHolder
 from gateway.servicer import STATUS_FOR_ERROR, EligibilityServicer, status_for
 from proto.eligibility.v1 import eligibility_pb2 as pb

@@ -1,4 +1,4 @@
-"""Snapshot arrays shared between worker processes through files (gateway.shared_index)."""
+"""Snapshot arrays shared between worker processes through files (gateway.ops.shared_index)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from contract.snapshot import empty_arrays
 from gateway.index import StatusIndex
-from gateway.shared_index import SharedSnapshots, _layout
-from gateway.snapshot import empty_arrays
+from gateway.ops.shared_index import SharedSnapshots, _layout
 from tests.factory import Person, build_arrays
 
 PEOPLE = [
@@ -46,7 +46,7 @@ def test_a_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.Monke
     def broken(*args: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("gateway.shared_index.os.link", broken)
+    monkeypatch.setattr("gateway.ops.shared_index.os.link", broken)
     with pytest.raises(OSError, match="disk full"):
         SharedSnapshots(tmp_path).share(build_arrays(PEOPLE), 1)
     assert list(tmp_path.iterdir()) == []

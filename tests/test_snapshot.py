@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway import snapshot
-from gateway.errors import SnapshotError
+from contract import snapshot
+from contract.errors import SnapshotError
 from tests.factory import Person, build_arrays
 
 PEOPLE = [Person("D110105000001", [("H11010500001", "2020-01-01", None)])]

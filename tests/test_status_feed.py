@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.codes import encode_practitioner
-from gateway.days import DAY_NONE, iso_to_day
-from gateway.domain import Status
-from gateway.errors import LoadError
+from contract.codes import encode_practitioner
+from contract.days import DAY_NONE, iso_to_day
+from contract.domain import Status
+from contract.errors import LoadError
 from loader.status_feed import feed_timelines, read_status_feed
 from loader.timeline import StatusChange
 

@@ -1,5 +1,5 @@
 """loader.tables: reading CSV / JSON Lines with exact line numbers, and the
-vectorised validators, checked against gateway.codes and gateway.days."""
+vectorised validators, checked against contract.codes and contract.days."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.codes import encode_institution, encode_practitioner, try_encode_practitioner
-from gateway.days import DAY_NONE, DateError, iso_to_day
-from gateway.errors import InvalidCodeError, LoadError
+from contract.codes import encode_institution, encode_practitioner, try_encode_practitioner
+from contract.days import DAY_NONE, DateError, iso_to_day
+from contract.errors import InvalidCodeError, LoadError
 from loader.tables import (
     Table,
     day_numbers,

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.days import DAY_NONE, MAX_DAY
-from gateway.domain import Status
+from contract.days import DAY_NONE, MAX_DAY
+from contract.domain import Status
 from loader.timeline import StatusChange, StatusInterval, build_timeline, status_on
 
 A, W, S, T = Status.ACTIVE, Status.WARNED, Status.SUSPENDED, Status.TERMINATED

@@ -16,9 +16,9 @@ import pytest
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.redis_process import free_port
+from gateway.ops.redis_process import free_port
+from gateway.ops.tls import server_credentials
 from gateway.settings import Settings
-from gateway.tls import server_credentials
 from proto.eligibility.v1 import eligibility_pb2 as pb
 from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
 from tests.certs import Authority, Pem

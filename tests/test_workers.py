@@ -1,5 +1,5 @@
 """``python -m gateway --workers 2``: two processes serve one port and share
-one copy of the snapshot arrays (gateway.workers, gateway.shared_index)."""
+one copy of the snapshot arrays (gateway.ops.workers, gateway.ops.shared_index)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import grpc
 import orjson
 
+from gateway.ops.workers import worker_settings
 from gateway.settings import Settings
-from gateway.workers import worker_settings
 from proto.eligibility.v1 import eligibility_pb2 as pb
 from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
 from tests.gateway_process import ROOT, GatewayProcess

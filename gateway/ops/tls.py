@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 
-from .settings import Settings
+from gateway.settings import Settings
 
 
 def _read(setting: str, path: str) -> bytes:

@@ -7,12 +7,11 @@ import datetime as dt
 
 import grpc
 
+from contract.changes import split_index_version
+from contract.days import today_cst
 from loader.sample import FIXED
 from proto.eligibility.v1 import eligibility_pb2 as pb
 from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
-
-from .days import today_cst
-from .overlay import split_index_version
 
 
 def _yyyymmdd(date: dt.date) -> int:

@@ -10,7 +10,7 @@ array, and a few integer adds; no per-line Python and no lock. The arrays
 are turned into metric families only when Prometheus scrapes (a custom
 collector), as is the state of the index, the snapshot follower and the
 override audit. RPC latency, counts and in-flight requests are recorded by
-the server interceptor (``gateway.interceptors``) with ordinary
+the server interceptor (``gateway.ops.interceptors``) with ordinary
 prometheus_client metrics.
 
 Names follow the Prometheus conventions: an ``eligibility_`` namespace, base
@@ -49,9 +49,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from .decide import Decisions
-from .domain import Decision, Reason
-from .index import IndexHolder, StatusIndex
+from contract.domain import Decision, Reason
+from gateway.decide import Decisions
+from gateway.index import IndexHolder, StatusIndex
 
 NAMESPACE = "eligibility"
 
@@ -206,7 +206,7 @@ class FollowerState(Protocol):
 
 
 class AuditState(Protocol):
-    """What the metrics read of the override audit (``gateway.audit``)."""
+    """What the metrics read of the override audit (``gateway.ops.audit``)."""
 
     @property
     def pending(self) -> Sized: ...
@@ -259,7 +259,7 @@ class StateCollector(Collector):
         if index is None:
             return
         snapshot_version = getattr(index, "snapshot_version", None)
-        if isinstance(snapshot_version, int):  # with live changes on top (gateway.overlay)
+        if isinstance(snapshot_version, int):  # with live changes on top (contract.changes)
             yield GaugeMetricFamily(
                 f"{NAMESPACE}_index_snapshot_version",
                 "Version of the full snapshot under the changes applied since.",

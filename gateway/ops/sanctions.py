@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import codes
-from .days import DAY_NONE
-from .domain import Status
-from .index import StatusIndex
-from .snapshot import Arrays
+from contract import codes
+from contract.days import DAY_NONE
+from contract.domain import Status
+from contract.snapshot import Arrays
+from gateway.index import StatusIndex
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Structured JSON logs, one object a line (orjson). Configured by the CLI
 only (``configure_logging``), never at import time. Fields passed with
 ``extra=`` become keys of the object; a line logged while answering an RPC
-carries that RPC's ``request_id`` (set by ``gateway.interceptors``).
+carries that RPC's ``request_id`` (set by ``gateway.ops.interceptors``).
 
 What goes in a log line: at info level and above, never claim contents
 (practitioner codes, line items, amounts): those are health-insurance data;

@@ -42,13 +42,12 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from contract.days import day_to_yyyymmdd
+from contract.domain import Reason
+from gateway.claims import ParsedClaim
+from gateway.decide import Decisions
+from gateway.ops.logs import REQUEST_ID
 from proto.eligibility.v1 import eligibility_pb2 as pb
-
-from .claims import ParsedClaim
-from .days import day_to_yyyymmdd
-from .decide import Decisions
-from .domain import Reason
-from .logs import REQUEST_ID
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .redis_process import RedisProcess
+from gateway.ops.redis_process import RedisProcess
 
 log = logging.getLogger(__name__)
 

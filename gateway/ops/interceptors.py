@@ -4,7 +4,7 @@ reflection alike), in one place instead of in each handler.
 
 Request ids: a client may send ``x-request-id`` metadata (1-64 characters of
 ``A-Z a-z 0-9 . _ : -``); otherwise the gateway makes one. Either way the id
-is set for the RPC's log lines (``gateway.logs.REQUEST_ID``), stored with any
+is set for the RPC's log lines (``gateway.ops.logs.REQUEST_ID``), stored with any
 emergency-override audit record, and returned in the trailing metadata, so a
 settlement system can quote it when it asks about a decision.
 
@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import grpc.aio
 
-from .logs import REQUEST_ID
-from .metrics import GatewayMetrics
+from gateway.ops.logs import REQUEST_ID
+from gateway.ops.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ version number that only goes up::
     {prefix}:snapshot:{v}:overlay              hash: changes on top of v, merged
     {prefix}:changes                           stream: snapshot markers and changes
 
-Live changes (``gateway.overlay``, written by ``loader.changes``): each change
+Live changes (``contract.changes``, ``gateway.index.LayeredIndex``, written by ``loader.changes``): each change
 to a few practitioners is one ``{prefix}:changes`` entry ``kind=change,
 base=v, seq=n, a:{array}=...`` (their complete records, in the arrays below)
 and, in the same atomic step, the merged overlay of all of v's changes in the
@@ -32,11 +32,11 @@ load in about a second: Redis serves a 120 MB value in ~0.3 s.
 The arrays (N practitioners, R registrations, I institutions, S status change
 points, P points change points)::
 
-    prac_codes   uint64[N]    sorted practitioner keys (gateway.codes)
+    prac_codes   uint64[N]    sorted practitioner keys (contract.codes)
     reg_offsets  uint32[N+1]  CSR: practitioner i's registrations are
                               reg_*[reg_offsets[i]:reg_offsets[i+1]]
     reg_inst     uint32[R]    row in inst_codes
-    reg_from     uint16[R]    first day registered (gateway.days day number)
+    reg_from     uint16[R]    first day registered (contract.days day number)
     reg_until    uint16[R]    first day no longer registered; DAY_NONE = open
     inst_codes   uint64[I]    sorted institution keys
     st_key       uint64[S]    sorted (row << 16) | day: a status change point
@@ -60,7 +60,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from .errors import SnapshotError
+from contract.errors import SnapshotError
 
 FORMAT = 1
 CHUNK_BYTES = 64 * 1024 * 1024
@@ -108,7 +108,7 @@ class Keys:
         return f"{self.prefix}:snapshot:{version}:*"
 
     def overlay(self, version: int) -> str:
-        """Hash: the changes published on top of ``version``, merged (``gateway.overlay``)."""
+        """Hash: the changes published on top of ``version``, merged (``contract.changes``, ``gateway.index.LayeredIndex``)."""
         return f"{self.prefix}:snapshot:{version}:overlay"
 
 

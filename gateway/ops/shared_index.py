@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .snapshot import ARRAY_DTYPES, Arrays
+from contract.snapshot import ARRAY_DTYPES, Arrays
 
 _FILE = re.compile(r"^snapshot-(\d+)\.bin$")
 _ALIGN = 64

@@ -7,12 +7,12 @@ auditors, reading the same Redis the gateways read.
     python -m gateway.ops sanctions [--date 2026-11-25] [--institution CODE]
         [--min-staff 1] [--top 50] [--format table|csv|jsonl]
 
-``overrides`` lists the emergency-override audit records (gateway.audit),
+``overrides`` lists the emergency-override audit records (gateway.ops.audit),
 oldest first; dates are China Standard Time days (``--until`` is exclusive)
 or ISO 8601 times. ``--by-practitioner`` counts them per practitioner and
 institution instead, most first: the view that shows an emergency flag used
 as a loophole. ``sanctions`` reports, per institution, the share of its
-registered staff suspended or terminated on a day (gateway.sanctions), from
+registered staff suspended or terminated on a day (gateway.ops.sanctions), from
 the published snapshot.
 
 Redis: ``--redis-url``/``--prefix``, else ``ELIG_REDIS_URL``/``ELIG_PREFIX``
@@ -33,12 +33,12 @@ from typing import TextIO
 import orjson
 import redis
 
-from .audit import FIELDS, OverrideRecord, read_overrides
-from .days import CST, date_to_day, today_cst
-from .errors import SnapshotError
-from .sanctions import InstitutionShare, sanction_shares
-from .settings import Settings
-from .snapshot import Keys
+from contract.days import CST, date_to_day, today_cst
+from contract.errors import SnapshotError
+from contract.snapshot import Keys
+from gateway.ops.audit import FIELDS, OverrideRecord, read_overrides
+from gateway.ops.sanctions import InstitutionShare, sanction_shares
+from gateway.settings import Settings
 
 EXIT_OK = 0
 EXIT_NOT_PUBLISHED = 1

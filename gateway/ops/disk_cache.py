@@ -27,10 +27,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .errors import SnapshotError
-from .index import StatusIndex
-from .overlay import LayeredIndex
-from .snapshot import ARRAY_DTYPES, Arrays, validate_arrays
+from contract.errors import SnapshotError
+from contract.snapshot import ARRAY_DTYPES, Arrays, validate_arrays
+from gateway.index import LayeredIndex, StatusIndex
 
 MAGIC = b"ELIGCACHE1\n"
 SNAPSHOT_FILE = "snapshot.bin"

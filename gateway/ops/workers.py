@@ -9,7 +9,7 @@ not fork-safe once started. Every worker binds the same port with
 spreads incoming connections over them. Each worker is a whole gateway (its
 own Redis follower, overlay, audit and health), so one worker dying does not
 take the port down; the snapshot arrays themselves are shared through
-``gateway.shared_index`` (files on ``/dev/shm`` mapped by every worker), so
+``gateway.ops.shared_index`` (files on ``/dev/shm`` mapped by every worker), so
 the index's memory does not grow with N.
 
 The parent replaces a worker that dies (at most MAX_RESTARTS_PER_MINUTE a
@@ -30,8 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from .redis_process import free_port
-from .settings import Settings
+from gateway.ops.redis_process import free_port
+from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
 
