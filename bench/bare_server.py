@@ -18,10 +18,11 @@ from collections.abc import Sequence
 import grpc
 import redis.asyncio as aioredis
 
+from contract import reads
 from contract.snapshot import Keys
 from gateway.claims import ParsedClaim
 from gateway.decide import Decisions, Policy
-from gateway.feed import load_snapshot, read_current_version
+from gateway.feed import load_snapshot
 from gateway.index import IndexHolder
 from gateway.servicer import EligibilityServicer
 from proto.eligibility.v1 import eligibility_pb2 as pb
@@ -46,7 +47,9 @@ async def serve(redis_url: str, prefix: str, host: str, port: int) -> None:
     client = aioredis.Redis.from_url(redis_url)
     keys = Keys(prefix)
     holder = IndexHolder()
-    holder.swap(await load_snapshot(client, keys, await read_current_version(client, keys)))
+    version = await reads.run_async(client, reads.current_version_plan(keys))
+    assert version is not None, f"no snapshot published under {prefix!r}"
+    holder.swap(await load_snapshot(client, keys, version))
     await client.aclose()
     server = grpc.aio.server(
         options=[

@@ -22,8 +22,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from contract.errors import SnapshotError
-from contract.snapshot import ARRAY_DTYPES, DAY_BITS, Arrays, empty_arrays, validate_arrays
+from .errors import SnapshotError
+from .snapshot import (
+    ARRAY_DTYPES,
+    DAY_BITS,
+    Arrays,
+    array_bytes,
+    array_from_bytes,
+    empty_arrays,
+    validate_arrays,
+)
 
 CHANGE_SEQ_BASE = 1_000_000_000
 _DAY_MASK = np.uint64((1 << DAY_BITS) - 1)
@@ -42,22 +50,19 @@ def split_index_version(version: int) -> tuple[int, int]:
 
 
 def encode_arrays(arrays: Arrays) -> dict[str, bytes]:
-    """The arrays as ``a:{name}`` -> raw little-endian bytes (stream entry / hash fields)."""
-    return {f"a:{name}": np.ascontiguousarray(arrays[name]).tobytes() for name in ARRAY_DTYPES}
+    """The arrays as ``a:{name}`` -> their bytes (stream entry / overlay hash fields)."""
+    return {f"a:{name}": bytes(array_bytes(arrays[name])) for name in ARRAY_DTYPES}
 
 
 def decode_arrays(fields: Mapping[bytes, bytes], what: str) -> Arrays:
     """Arrays from ``encode_arrays`` fields, validated; ``SnapshotError`` naming ``what``."""
     arrays: Arrays = {}
-    for name, dtype in ARRAY_DTYPES.items():
-        raw = fields.get(f"a:{name}".encode())
-        if raw is None:
-            raise SnapshotError(f"{what}: array {name} is missing")
-        item = np.dtype(dtype).itemsize
-        if len(raw) % item:
-            raise SnapshotError(f"{what}: array {name} has {len(raw)} bytes, not whole {dtype}")
-        arrays[name] = np.frombuffer(raw, dtype=dtype)
     try:
+        for name in ARRAY_DTYPES:
+            raw = fields.get(f"a:{name}".encode())
+            if raw is None:
+                raise SnapshotError(f"array {name} is missing")
+            arrays[name] = array_from_bytes(name, raw)
         validate_arrays(arrays)
     except SnapshotError as exc:
         raise SnapshotError(f"{what}: {exc}") from exc

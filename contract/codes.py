@@ -19,7 +19,7 @@ longest valid code is refused on its length before anything else is read.
 
 from __future__ import annotations
 
-from contract.errors import InvalidCodeError
+from .errors import InvalidCodeError
 
 PRACTITIONER_DIGITS = 12
 INSTITUTION_DIGITS = 11

@@ -6,6 +6,7 @@
     ├── IndexNotLoadedError     no index yet: the gateway cannot decide
     ├── SnapshotError           a snapshot in Redis is missing or inconsistent
     ├── StalePublishError       a newer snapshot is already current (loader)
+    ├── ChangeNotPublishedError a live change could not be published (loader)
     └── LoadError               a loader input record is bad (file, line, field)
 
 The gRPC boundary maps each to a status code in one table
@@ -52,6 +53,10 @@ class StalePublishError(EligibilityError):
         )
         self.version = version
         self.current = current
+
+
+class ChangeNotPublishedError(EligibilityError):
+    """A live change was not published: no snapshot, another one current, or lost races."""
 
 
 class LoadError(EligibilityError):

@@ -8,11 +8,10 @@ version number that only goes up::
     {prefix}:snapshot:{v}:manifest             JSON: format, arrays, counts, meta
     {prefix}:snapshot:{v}:{array}:{chunk}      raw bytes, <= CHUNK_BYTES each
     {prefix}:snapshot:current                  the published version (the flip)
-    {prefix}:snapshot:published                pub/sub channel: new version
     {prefix}:snapshot:{v}:overlay              hash: changes on top of v, merged
     {prefix}:changes                           stream: snapshot markers and changes
 
-Live changes (``contract.changes``, ``gateway.index.LayeredIndex``, written by ``loader.changes``): each change
+Live changes (``contract.changes``, written by ``loader.changes``): each change
 to a few practitioners is one ``{prefix}:changes`` entry ``kind=change,
 base=v, seq=n, a:{array}=...`` (their complete records, in the arrays below)
 and, in the same atomic step, the merged overlay of all of v's changes in the
@@ -53,14 +52,17 @@ of their day: a lookup that finds a point of an earlier year reads 0.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
-from contract.errors import SnapshotError
+from .errors import SnapshotError
 
 FORMAT = 1
 CHUNK_BYTES = 64 * 1024 * 1024
@@ -93,8 +95,8 @@ class Keys:
         self.prefix = prefix
         self.seq = f"{prefix}:snapshot:seq"
         self.current = f"{prefix}:snapshot:current"
-        self.published_channel = f"{prefix}:snapshot:published"
-        self.snapshot_pattern = f"{prefix}:snapshot:*:manifest"
+        # SCAN pattern matching every key of every snapshot version (and seq, current).
+        self.snapshot_pattern = f"{prefix}:snapshot:*"
         self.changes = f"{prefix}:changes"
         self.overrides = f"{prefix}:audit:overrides"
 
@@ -104,11 +106,14 @@ class Keys:
     def chunk(self, version: int, array: str, index: int) -> str:
         return f"{self.prefix}:snapshot:{version}:{array}:{index}"
 
-    def version_pattern(self, version: int) -> str:
-        return f"{self.prefix}:snapshot:{version}:*"
+    def version_of(self, key: str) -> int | None:
+        """The version in ``{prefix}:snapshot:{v}:...``; None for seq and current."""
+        rest = key[len(self.prefix) + len(":snapshot:") :]
+        head, _, _ = rest.partition(":")
+        return int(head) if head.isdigit() else None
 
     def overlay(self, version: int) -> str:
-        """Hash: the changes published on top of ``version``, merged (``contract.changes``, ``gateway.index.LayeredIndex``)."""
+        """Hash: the changes published on top of ``version``, merged (``contract.changes``)."""
         return f"{self.prefix}:snapshot:{version}:overlay"
 
 
@@ -169,9 +174,36 @@ def new_manifest(version: int, arrays: Arrays, meta: dict[str, Any]) -> Manifest
     )
 
 
+# The one serialisation of an array, whatever holds it (Redis chunks, change
+# stream and overlay fields, the disk cache, the workers' shared file): its
+# raw little-endian bytes in the dtype of ARRAY_DTYPES, nothing else.
+
+
+def array_bytes(array: npt.NDArray[Any]) -> memoryview:
+    """The array's bytes, without a copy when it is contiguous already."""
+    return np.ascontiguousarray(array).data.cast("B")
+
+
+def array_from_bytes(
+    name: str, raw: Any, length: int | None = None, offset: int = 0
+) -> npt.NDArray[Any]:
+    """Array ``name`` over ``raw`` (zero-copy) from ``offset``: exactly ``length``
+    elements, or all of ``raw`` when ``length`` is None; ``SnapshotError`` otherwise."""
+    dtype = np.dtype(ARRAY_DTYPES[name])
+    size = memoryview(raw).nbytes - offset
+    if length is None:
+        if size % dtype.itemsize:
+            raise SnapshotError(f"array {name} has {size} bytes, not whole {dtype}")
+        length = size // dtype.itemsize
+    # A value of its own (offset 0) holds exactly the array; a file holds more.
+    elif size < length * dtype.itemsize or (offset == 0 and size != length * dtype.itemsize):
+        raise SnapshotError(f"array {name}: {size} bytes, expected {length} x {dtype}")
+    return np.frombuffer(raw, dtype=dtype, count=length, offset=offset)
+
+
 def split_chunks(array: npt.NDArray[Any]) -> list[memoryview]:
     """The array's bytes in pieces of at most CHUNK_BYTES (at least one piece)."""
-    raw = np.ascontiguousarray(array).data.cast("B")
+    raw = array_bytes(array)
     if len(raw) == 0:
         return [raw]
     return [raw[i : i + CHUNK_BYTES] for i in range(0, len(raw), CHUNK_BYTES)]
@@ -183,10 +215,81 @@ def join_chunks(name: str, parts: list[bytes | None], length: int) -> npt.NDArra
         raise SnapshotError(f"array {name}: a chunk is missing")
     raw = parts[0] if len(parts) == 1 else b"".join(p for p in parts if p is not None)
     assert raw is not None
-    dtype = np.dtype(ARRAY_DTYPES[name])
-    if len(raw) != length * dtype.itemsize:
-        raise SnapshotError(f"array {name}: {len(raw)} bytes, expected {length} x {dtype}")
-    return np.frombuffer(raw, dtype=dtype)
+    return array_from_bytes(name, raw, length)
+
+
+# The arrays in one file (the gateway's disk cache and the workers' shared
+# file on /dev/shm): FILE_MAGIC, the header's length (8 bytes, little-endian),
+# a JSON header (the caller's fields, and each array's dtype, offset and
+# length), then each array's bytes from a 64-byte boundary (a cache line),
+# so that a read-only memory map of the file serves the arrays in place.
+FILE_MAGIC = b"ELIGARRAYS1\n"
+_FILE_ALIGN = 64
+
+
+def _aligned(n: int) -> int:
+    return -(-n // _FILE_ALIGN) * _FILE_ALIGN
+
+
+def write_arrays_file(
+    path: Path, header: dict[str, Any], arrays: Arrays, *, durable: bool = True
+) -> None:
+    """Write ``arrays`` and ``header`` to ``path`` atomically: a temporary file in
+    the same directory, then a rename. ``durable``: fsync the file and the
+    directory first (a disk cache); tmpfs needs neither."""
+    layout: dict[str, dict[str, Any]] = {}
+    offset = 0
+    for name in ARRAY_DTYPES:
+        layout[name] = {"dtype": ARRAY_DTYPES[name], "offset": offset, "length": len(arrays[name])}
+        offset += _aligned(int(arrays[name].nbytes))
+    head = orjson.dumps({**header, "arrays": layout})
+    start = _aligned(len(FILE_MAGIC) + 8 + len(head))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(FILE_MAGIC + len(head).to_bytes(8, "little") + head)
+            for name in ARRAY_DTYPES:
+                out.seek(start + layout[name]["offset"])
+                out.write(array_bytes(arrays[name]))
+            out.truncate(start + offset)
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if durable:
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def read_arrays_file(path: Path, *, mapped: bool = False) -> tuple[dict[str, Any], Arrays]:
+    """The header and validated arrays of a file ``write_arrays_file`` wrote:
+    read into memory, or ``mapped`` read-only (pages shared with every process
+    mapping the file). ``SnapshotError`` if it is damaged or truncated."""
+    try:
+        data: Any = np.memmap(path, dtype=np.uint8, mode="r") if mapped else path.read_bytes()
+        if bytes(data[: len(FILE_MAGIC)]) != FILE_MAGIC:
+            raise SnapshotError(f"{path}: not an arrays file")
+        size = int.from_bytes(bytes(data[len(FILE_MAGIC) : len(FILE_MAGIC) + 8]), "little")
+        header = orjson.loads(bytes(data[len(FILE_MAGIC) + 8 : len(FILE_MAGIC) + 8 + size]))
+        start = _aligned(len(FILE_MAGIC) + 8 + size)
+        arrays: Arrays = {}
+        for name, dtype in ARRAY_DTYPES.items():
+            spec = header["arrays"][name]
+            if spec["dtype"] != dtype:
+                raise SnapshotError(f"{path}: array {name} is {spec['dtype']}, expected {dtype}")
+            arrays[name] = array_from_bytes(
+                name, data, int(spec["length"]), offset=start + int(spec["offset"])
+            )
+        validate_arrays(arrays)
+    except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
+        raise SnapshotError(f"{path}: damaged arrays file: {exc}") from exc
+    return header, arrays
 
 
 def validate_arrays(arrays: Arrays) -> None:

@@ -154,7 +154,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
             if embedded is not None and not args.no_demo:
                 from gateway.ops.demo import show_demo_claims
 
-                await show_demo_claims(f"127.0.0.1:{gateway.port}")
+                await show_demo_claims(f"127.0.0.1:{gateway.port}", embedded.data_dir)
             if args.exit_after_demo:
                 return 0
             print(

@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from contract.days import DAY_NONE
 from contract.domain import Decision, Reason, Status
-from gateway.index import Int64s, Lookup, StatusIndex
+from gateway.index import Index, Int64s, Lookup
 
 # Sentinels in the key array handed to decide_lines.
 KEY_MALFORMED = -1
@@ -51,9 +51,7 @@ class Decisions:
         return np.equal(self.decision, np.uint8(Decision.PAY_EMERGENCY_OVERRIDE))
 
 
-def principal_payable(
-    index: StatusIndex, principal_key: int, institution_id: int, day: int
-) -> bool:
+def principal_payable(index: Index, principal_key: int, institution_id: int, day: int) -> bool:
     """Rule 1: the pharmacy's principal is known, registered at that pharmacy on
     ``day``, and neither suspended nor terminated (emergency never applies)."""
     # Fast path: one line, so the scalar lookup (no numpy call).
@@ -69,7 +67,7 @@ _PAY_OK: LineDecision = (Decision.PAY, Reason.OK, Status.UNSPECIFIED, DAY_NONE)
 
 
 def decide_line(
-    index: StatusIndex,
+    index: Index,
     policy: Policy,
     *,
     pharmacy: bool,
@@ -115,7 +113,7 @@ def decide_line(
 SORTED_BATCH_LINES = 2048
 
 
-def _lookup_sorted(index: StatusIndex, keys: Int64s, days: Int64s, institution_id: int) -> Lookup:
+def _lookup_sorted(index: Index, keys: Int64s, days: Int64s, institution_id: int) -> Lookup:
     """``index.lookup(index.rows(keys), ...)`` done in key order, answers in line order.
 
     Fast path for large batches: in key order the searches and gathers walk
@@ -140,7 +138,7 @@ def _lookup_sorted(index: StatusIndex, keys: Int64s, days: Int64s, institution_i
 
 
 def decide_lines(
-    index: StatusIndex,
+    index: Index,
     policy: Policy,
     *,
     pharmacy: bool,

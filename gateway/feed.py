@@ -42,10 +42,11 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from contract import reads
 from contract.changes import decode_arrays
 from contract.errors import SnapshotError
-from contract.snapshot import ARRAY_DTYPES, Keys, Manifest, join_chunks
-from gateway.index import IndexHolder, LayeredIndex, StatusIndex
+from contract.snapshot import Keys
+from gateway.index import Index, IndexHolder, LayeredIndex, StatusIndex
 from gateway.ops.disk_cache import SnapshotCache
 from gateway.ops.shared_index import SharedSnapshots
 
@@ -55,37 +56,20 @@ log = logging.getLogger(__name__)
 _READ_COUNT = 500
 
 
-async def read_current_version(client: aioredis.Redis, keys: Keys) -> int:
-    raw = await client.get(keys.current)
-    return int(raw) if raw is not None else 0
-
-
 async def load_snapshot(
     client: aioredis.Redis, keys: Keys, version: int, shared: SharedSnapshots | None = None
 ) -> StatusIndex:
     """Read snapshot ``version`` from Redis and build its index (its arrays
     mapped from ``shared``'s file when the gateway runs several workers)."""
-    raw_manifest = await client.get(keys.manifest(version))
-    if raw_manifest is None:
+    snapshot = await reads.run_async(client, reads.snapshot_plan(keys, version))
+    if snapshot is None:
         raise SnapshotError(f"snapshot {version} has no manifest under {keys.manifest(version)}")
-    manifest = Manifest.from_json(cast(bytes, raw_manifest))
-    if manifest.version != version:
-        raise SnapshotError(f"manifest of snapshot {version} says version {manifest.version}")
-    pipe = client.pipeline(transaction=False)
-    for name in ARRAY_DTYPES:
-        for i in range(manifest.chunks[name]):
-            pipe.get(keys.chunk(version, name, i))
-    parts = await pipe.execute()
-    arrays = {}
-    pos = 0
-    for name in ARRAY_DTYPES:
-        count = manifest.chunks[name]
-        arrays[name] = join_chunks(name, parts[pos : pos + count], manifest.lengths[name])
-        pos += count
+    arrays = snapshot.arrays
     if shared is not None:
         arrays = shared.share(arrays, version)
     # created_at (publication time) rides in meta: metrics report the
     # snapshot's age from publication, not from when this gateway loaded it.
+    manifest = snapshot.manifest
     return StatusIndex(arrays, version, {**manifest.meta, "created_at": manifest.created_at})
 
 
@@ -95,15 +79,8 @@ async def load_overlay(client: aioredis.Redis, keys: Keys, base: StatusIndex) ->
     A snapshot published before live changes existed has no overlay hash: it
     is followed from the start of the stream (its changes carry its version).
     """
-    fields = cast(dict[bytes, bytes], await client.hgetall(keys.overlay(base.version)))
-    if not fields:
-        return LayeredIndex(base)
-    seq = int(fields[b"seq"])
-    stream_id = fields[b"id"].decode()
-    if seq == 0:
-        return LayeredIndex(base, None, 0, stream_id)
-    arrays = decode_arrays(fields, f"overlay of snapshot {base.version}")
-    return LayeredIndex(base, arrays, seq, stream_id)
+    overlay = await reads.run_async(client, reads.overlay_plan(keys, base.version))
+    return LayeredIndex(base, overlay.arrays, overlay.seq, overlay.stream_id or "0-0")
 
 
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
@@ -153,7 +130,7 @@ class SnapshotFollower:
         # while a 5 s cap delayed the catch-up after an outage by up to 4.5 s
         # (bench.fault_injection).
         max_backoff_s: float = 1.0,
-        on_swap: Callable[[StatusIndex], Awaitable[None]] | None = None,
+        on_swap: Callable[[Index], Awaitable[None]] | None = None,
         cache: SnapshotCache | None = None,
         shared: SharedSnapshots | None = None,
     ) -> None:
@@ -202,10 +179,10 @@ class SnapshotFollower:
 
     async def refresh(self) -> bool:
         """Load the current snapshot and its overlay if newer than what is held."""
-        version = await read_current_version(self.client, self.keys)
+        version = await reads.run_async(self.client, reads.current_version_plan(self.keys))
         held = self.held
-        if version == 0 or (held is not None and version < held.snapshot_version):
-            if held is not None and version < held.snapshot_version:
+        if version is None or (held is not None and version < held.snapshot_version):
+            if held is not None and version is not None:
                 log.warning(
                     "Redis has an older snapshot than the one held; keeping the held one",
                     extra={"redis_version": version, "index_version": held.version},
@@ -328,13 +305,11 @@ class SnapshotFollower:
         """On an idle stream: is there a snapshot or change the stream did not show us?"""
         held = self.held
         assert held is not None
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(self.keys.current)
-        pipe.hget(self.keys.overlay(held.snapshot_version), "seq")
-        current, seq = await pipe.execute()
-        if current is not None and int(current) > held.snapshot_version:
-            raise _Reload(f"snapshot {int(current)} is current")
-        if seq is not None and int(seq) > held.change_seq:
+        place = reads.place_plan(self.keys, held.snapshot_version)
+        current, seq = await reads.run_async(self.client, place)
+        if current is not None and current > held.snapshot_version:
+            raise _Reload(f"snapshot {current} is current")
+        if seq > held.change_seq:
             # Published just now, or trimmed away: a non-blocking read tells.
             entries = _entries(
                 await self.client.xread({self.keys.changes: self._position}, count=_READ_COUNT)
@@ -343,7 +318,7 @@ class SnapshotFollower:
                 self._apply(entries)
             else:
                 self.lost_place += 1
-                raise _Reload(f"lost place in the change stream: change {int(seq)} not in it")
+                raise _Reload(f"lost place in the change stream: change {seq} not in it")
 
     async def _install(self, index: LayeredIndex) -> bool:
         if not self.holder.swap(index):

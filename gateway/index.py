@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -114,7 +114,7 @@ class StatusIndex:
         self.pt_key: npt.NDArray[np.uint64] = arrays["pt_key"]
         self.pt_points: npt.NDArray[np.uint16] = arrays["pt_points"]
         self.has_points = bool(self.meta.get("has_points", len(self.pt_key) > 0))
-        self._arrays = arrays
+        self.arrays = arrays  # the snapshot's arrays, as published (read-only)
         # Fast path: memoryviews of the same bytes for the scalar lookups of
         # small claims; indexing one yields a Python int in ~40 ns, where a
         # numpy call costs ~1 µs (bisect over them: ~1.5 µs per lookup).
@@ -130,12 +130,20 @@ class StatusIndex:
         self._st_status = _ints(self.st_status)
         self._st_until = _ints(self.st_until)
 
+    @property
+    def snapshot_version(self) -> int:
+        return self.version
+
+    @property
+    def change_seq(self) -> int:
+        return 0
+
     def __len__(self) -> int:
         return len(self.codes)
 
     @property
     def nbytes(self) -> int:
-        return sum(int(a.nbytes) for a in self._arrays.values())
+        return sum(int(a.nbytes) for a in self.arrays.values())
 
     def institution_id(self, key: int) -> int:
         """Row of an institution key in ``inst_codes``, or -1 if no one is registered there."""
@@ -285,7 +293,7 @@ def overlay_index(arrays: Arrays) -> StatusIndex:
     return StatusIndex(arrays, 0, {"has_points": True})
 
 
-class LayeredIndex(StatusIndex):
+class LayeredIndex:
     """A snapshot's index with an overlay of changed practitioners read first.
 
     Same lookups as ``StatusIndex``, and what the ``IndexHolder`` holds in a
@@ -302,8 +310,8 @@ class LayeredIndex(StatusIndex):
         change_seq: int = 0,
         stream_id: str = "0-0",
     ) -> None:
-        # Not StatusIndex.__init__: the base's arrays are validated already,
-        # and re-checking 15 million entries per change is what this avoids.
+        # The base's arrays were validated when it was built; a change
+        # re-checks only the overlay's few practitioners, never the 15 million.
         self.base = base
         self.overlay_arrays = overlay if overlay is not None else EMPTY_OVERLAY
         self.overlay = overlay_index(self.overlay_arrays)
@@ -326,10 +334,6 @@ class LayeredIndex(StatusIndex):
 
     def __len__(self) -> int:
         return self._base_rows + self._added
-
-    @property
-    def overlay_practitioners(self) -> int:
-        return self._overlay_rows
 
     @property
     def nbytes(self) -> int:
@@ -401,19 +405,46 @@ class LayeredIndex(StatusIndex):
         return self.base.points_on(row, day)
 
 
+class Index(Protocol):
+    """What the decisions, the servicer and the metrics read of an index:
+    ``StatusIndex`` (one snapshot) and ``LayeredIndex`` (a snapshot with its
+    live changes) both provide it."""
+
+    @property
+    def version(self) -> int: ...  # index_version: snapshot and change sequence
+    @property
+    def snapshot_version(self) -> int: ...
+    @property
+    def change_seq(self) -> int: ...
+    @property
+    def meta(self) -> dict[str, Any]: ...
+    @property
+    def has_points(self) -> bool: ...
+    @property
+    def nbytes(self) -> int: ...
+    def __len__(self) -> int: ...
+    def institution_id(self, key: int) -> int: ...
+    def rows(self, keys: Int64s) -> Int64s: ...
+    def lookup(self, rows: Int64s, days: Int64s, institution_id: int) -> Lookup: ...
+    def row_of(self, key: int) -> int: ...
+    def lookup_line(self, row: int, day: int, institution_id: int) -> LineLookup: ...
+    def institutions_on(self, row: int, day: int) -> list[int]: ...
+    def points_on(self, row: int, day: int) -> int | None: ...
+
+
 class IndexHolder:
     """The index that decides now. Swapped by one attribute assignment, which
     is atomic in CPython: a request reads ``holder.current`` once and decides
     every line from that one snapshot."""
 
     def __init__(self) -> None:
-        self.current: StatusIndex | None = None
+        self.current: Index | None = None
 
     @property
     def version(self) -> int:
         return self.current.version if self.current is not None else 0
 
-    def swap(self, index: StatusIndex) -> bool:
+    def swap(self, index: Index) -> bool:
         """Install ``index`` if it is newer than the current one (versions only go up)."""
         if self.current is not None and index.version <= self.current.version:
             return False

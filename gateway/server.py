@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from contract.snapshot import Keys
 from gateway.decide import Policy
 from gateway.feed import SnapshotFollower
-from gateway.index import IndexHolder, StatusIndex
+from gateway.index import Index, IndexHolder
 from gateway.ops.audit import OverrideAudit
 from gateway.ops.disk_cache import SnapshotCache
 from gateway.ops.interceptors import ObservabilityInterceptor
@@ -134,7 +134,7 @@ async def start_gateway(settings: Settings) -> Gateway:
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, NOT_SERVING)
 
-    async def serving(index: StatusIndex) -> None:
+    async def serving(index: Index) -> None:
         metrics.index_swapped(index)
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, SERVING)
@@ -166,7 +166,7 @@ async def start_gateway(settings: Settings) -> Gateway:
     )
 
 
-async def wait_until_loaded(gateway: Gateway, timeout_s: float | None) -> StatusIndex:
+async def wait_until_loaded(gateway: Gateway, timeout_s: float | None) -> Index:
     """Wait for the first index; raise TimeoutError naming the Redis prefix."""
     loop = asyncio.get_running_loop()
     started = loop.time()

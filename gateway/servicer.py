@@ -16,6 +16,7 @@ from contract import codes
 from contract.days import DAY_NONE, DateError, day_to_yyyymmdd, today_day, yyyymmdd_to_day
 from contract.domain import Decision, Status
 from contract.errors import (
+    ChangeNotPublishedError,
     EligibilityError,
     IndexNotLoadedError,
     InvalidCodeError,
@@ -33,7 +34,7 @@ from gateway.decide import (
     decide_lines,
     principal_payable,
 )
-from gateway.index import IndexHolder, StatusIndex
+from gateway.index import Index, IndexHolder
 from proto.eligibility.v1 import eligibility_pb2 as pb
 from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
 
@@ -58,6 +59,7 @@ STATUS_FOR_ERROR: tuple[tuple[type[EligibilityError], grpc.StatusCode], ...] = (
     (IndexNotLoadedError, grpc.StatusCode.UNAVAILABLE),
     (SnapshotError, grpc.StatusCode.UNAVAILABLE),
     (StalePublishError, grpc.StatusCode.FAILED_PRECONDITION),
+    (ChangeNotPublishedError, grpc.StatusCode.FAILED_PRECONDITION),
     (LoadError, grpc.StatusCode.FAILED_PRECONDITION),
     (EligibilityError, grpc.StatusCode.INTERNAL),
 )
@@ -197,7 +199,7 @@ class EligibilityServicer(pb_grpc.EligibilityGatewayServicer):
             await context.abort(status_for(exc), str(exc))
             raise
 
-    def _index(self) -> StatusIndex:
+    def _index(self) -> Index:
         index = self.holder.current
         if index is None:
             raise IndexNotLoadedError()
@@ -243,7 +245,7 @@ class EligibilityServicer(pb_grpc.EligibilityGatewayServicer):
         return response
 
     def _decide(
-        self, index: StatusIndex, claim: ParsedClaim, institution_id: int, principal_ok: bool
+        self, index: Index, claim: ParsedClaim, institution_id: int, principal_ok: bool
     ) -> Decisions:
         lines = zip(claim.keys, claim.days, claim.emergency, strict=True)
         if (

@@ -40,24 +40,16 @@ import redis
 
 from contract.changes import index_version
 from contract.codes import decode_practitioner
-from contract.errors import InvalidCodeError, LoadError, StalePublishError
+from contract.errors import ChangeNotPublishedError, InvalidCodeError, LoadError, StalePublishError
+from contract.reads import read_change_seq, read_current_version, read_manifest
 from contract.snapshot import ARRAY_DTYPES, Arrays, Keys
 from loader.build import PointsTimelines, build_arrays
-from loader.changes import (
-    DEFAULT_STREAM_MAX_ENTRIES,
-    ChangeNotPublishedError,
-    publish_change,
-    read_change_seq,
-)
+from loader.changes import DEFAULT_STREAM_MAX_ENTRIES, publish_change
 from loader.explain import explain_practitioner
 from loader.ledger import read_ledger
 from loader.points import Ledger, PointsResult, RegistrationStarts, derive_statuses
 from loader.policy import available_policies, load_policy
-from loader.publish import (
-    publish_snapshot,
-    read_current_version,
-    read_manifest,
-)
+from loader.publish import publish_snapshot
 from loader.registry import Registry, read_registry
 from loader.sample import DEFAULT_PRACTITIONERS, DEFAULT_SEED, write_sample
 from loader.status_feed import StatusFeed, Timelines, feed_timelines, read_status_feed

@@ -1,5 +1,5 @@
 """Publishing live changes: the complete new records of a few practitioners,
-on top of the current snapshot, without a full load (``contract.changes``, ``gateway.index.LayeredIndex``).
+on top of the current snapshot, without a full load (format: ``contract.changes``).
 
 A change is built exactly like a snapshot (same validation, same points
 engine, ``loader.__main__.build_snapshot``) from small input files holding
@@ -34,13 +34,12 @@ import redis
 
 from contract.changes import (
     CHANGE_SEQ_BASE,
-    EMPTY_OVERLAY,
-    decode_arrays,
     encode_arrays,
     index_version,
     merge_changes,
 )
-from contract.errors import SnapshotError
+from contract.errors import ChangeNotPublishedError, SnapshotError
+from contract.reads import read_current_version, read_overlay
 from contract.snapshot import Arrays, Keys, validate_arrays
 
 # Entries kept in the change stream (approximately: MAXLEN ~). Gateways that
@@ -70,10 +69,6 @@ for i = 6 + 2 * n, 5 + 4 * n do overlay[#overlay + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], unpack(overlay))
 return {1, new, id}
 """
-
-
-class ChangeNotPublishedError(RuntimeError):
-    """The change was not published (no snapshot, another snapshot current, conflicts)."""
 
 
 @dataclass(frozen=True)
@@ -113,19 +108,19 @@ def publish_change(
         raise SnapshotError("a change names no practitioner")
     fields = encode_arrays(change)
     for _ in range(_ATTEMPTS):
-        raw = client.get(keys.current)
-        current = int(raw) if raw is not None else 0
+        current = read_current_version(client, keys) or 0
         if current == 0:
             raise ChangeNotPublishedError("no snapshot is published: load one first")
         if expect_snapshot is not None and current != expect_snapshot:
             raise ChangeNotPublishedError(_not_current(expect_snapshot, current))
-        seq, overlay = _read_overlay(client, keys, current)
+        overlay = read_overlay(client, keys, current)
+        seq = overlay.seq
         if seq + 1 >= CHANGE_SEQ_BASE:
             raise ChangeNotPublishedError(
                 f"snapshot {current} has {seq} changes, the most one snapshot takes: "
                 "publish a full snapshot"
             )
-        merged = encode_arrays(merge_changes(overlay, change))
+        merged = encode_arrays(merge_changes(overlay.arrays, change))
         args: list[bytes | str | int] = [
             current,
             seq,
@@ -159,17 +154,3 @@ def _not_current(expected: int, current: int) -> str:
         f"the change was built for snapshot {expected} but {current} is current: "
         "rebuild it on the current snapshot, or check that snapshot already includes it"
     )
-
-
-def read_change_seq(client: redis.Redis, keys: Keys, version: int) -> int:
-    """How many changes have been published on top of snapshot ``version``."""
-    raw = client.hget(keys.overlay(version), "seq")
-    return int(cast(bytes, raw)) if raw is not None else 0
-
-
-def _read_overlay(client: redis.Redis, keys: Keys, version: int) -> tuple[int, Arrays]:
-    fields = cast(dict[bytes, bytes], client.hgetall(keys.overlay(version)))
-    seq = int(fields.get(b"seq", b"0"))
-    if seq == 0:
-        return 0, EMPTY_OVERLAY
-    return seq, decode_arrays(fields, f"overlay of snapshot {version}")

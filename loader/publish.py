@@ -10,8 +10,7 @@ Steps, and why:
    the flip, not from the writes. The manifest is written last, so a version
    whose manifest exists is complete.
 3. The flip: one Lua script sets ``current`` to the new version only if it is
-   greater than the current one and its manifest exists, and publishes the
-   version on the ``published`` channel in the same atomic step (versions
+   greater than the current one and its manifest exists (versions
    only go up: a slow run that started first can never overwrite a newer
    snapshot; it gets ``StalePublishError``).
    The same step starts the new version's live changes: a marker on the
@@ -38,14 +37,12 @@ from typing import Any
 
 import redis
 
-from contract.errors import StalePublishError
+from contract.errors import SnapshotError, StalePublishError
 from contract.snapshot import (
     ARRAY_DTYPES,
     CHUNK_BYTES,
     Arrays,
     Keys,
-    Manifest,
-    join_chunks,
     new_manifest,
     split_chunks,
     validate_arrays,
@@ -60,9 +57,9 @@ _SCAN_COUNT = 1000
 _UNLINK_BATCH = 500
 
 # KEYS[1] current, KEYS[2] the new version's manifest, KEYS[3] the change
-# stream, KEYS[4] the new version's overlay hash; ARGV[1] the new version,
-# ARGV[2] the channel. Returns {outcome, version current before}: 1 flipped,
-# 0 refused (not newer), -1 refused (manifest missing).
+# stream, KEYS[4] the new version's overlay hash; ARGV[1] the new version.
+# Returns {outcome, version current before}: 1 flipped, 0 refused (not
+# newer), -1 refused (manifest missing).
 #
 # In the same atomic step as the flip: a ``kind=snapshot`` marker on the
 # change stream (gateways following it reload at once), the new version's
@@ -75,7 +72,6 @@ local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if new <= current then return {0, current} end
 if redis.call('EXISTS', KEYS[2]) == 0 then return {-1, current} end
 redis.call('SET', KEYS[1], ARGV[1])
-redis.call('PUBLISH', ARGV[2], ARGV[1])
 local id = redis.call('XADD', KEYS[3], '*', 'kind', 'snapshot', 'version', ARGV[1])
 redis.call('XTRIM', KEYS[3], 'MINID', id)
 redis.call('HSET', KEYS[4], 'seq', 0, 'id', id)
@@ -123,7 +119,7 @@ def publish_snapshot(
         _delete_quietly(client, written)
         if outcome == 0:
             raise StalePublishError(version, current)
-        raise RuntimeError(f"snapshot version {version}: manifest vanished before the flip")
+        raise SnapshotError(f"snapshot version {version}: manifest vanished before the flip")
     previous = current or None
     deleted = collect_garbage(client, keys, version, previous)
     return PublishResult(version=version, previous=previous, deleted_keys=deleted)
@@ -161,7 +157,6 @@ def _flip(client: redis.Redis, keys: Keys, version: int) -> tuple[int, int]:
         keys.changes,
         keys.overlay(version),
         version,
-        keys.published_channel,
     )
     return int(outcome), int(current)
 
@@ -174,8 +169,8 @@ def collect_garbage(client: redis.Redis, keys: Keys, current: int, previous: int
     try:
         doomed = [
             key
-            for key in client.scan_iter(match=f"{keys.prefix}:snapshot:*", count=_SCAN_COUNT)
-            if _is_garbage(_version_of(keys, key), current, previous)
+            for key in client.scan_iter(match=keys.snapshot_pattern, count=_SCAN_COUNT)
+            if _is_garbage(keys.version_of(_text(key)), current, previous)
         ]
         return _unlink(client, doomed)
     except redis.RedisError as exc:
@@ -183,12 +178,8 @@ def collect_garbage(client: redis.Redis, keys: Keys, current: int, previous: int
         return 0
 
 
-def _version_of(keys: Keys, key: bytes | str) -> int | None:
-    """The version in ``{prefix}:snapshot:{v}:...``; None for seq, current, published."""
-    text = key.decode() if isinstance(key, bytes) else key
-    rest = text[len(keys.prefix) + len(":snapshot:") :]
-    head, _, _ = rest.partition(":")
-    return int(head) if head.isdigit() else None
+def _text(key: bytes | str) -> str:
+    return key.decode() if isinstance(key, bytes) else key
 
 
 def _is_garbage(version: int | None, current: int, previous: int | None) -> bool:
@@ -211,44 +202,3 @@ def _delete_quietly(client: redis.Redis, written: list[str]) -> None:
         _unlink(client, written)
     except redis.RedisError as exc:
         log.warning("could not remove a failed snapshot's keys (next publication will): %s", exc)
-
-
-def _as_bytes(value: bytes | str) -> bytes:
-    # redis-py's types allow text (decode_responses=True); chunks are binary,
-    # so the clients used here never decode, but the types must say so.
-    return value.encode() if isinstance(value, str) else value
-
-
-def read_current_version(client: redis.Redis, keys: Keys) -> int | None:
-    """The published version, or None if nothing was ever published under this prefix."""
-    raw = client.get(keys.current)
-    return None if raw is None else int(raw)
-
-
-def read_manifest(client: redis.Redis, keys: Keys, version: int) -> Manifest | None:
-    """The manifest of ``version``, or None if it does not exist (any more)."""
-    raw = client.get(keys.manifest(version))
-    return None if raw is None else Manifest.from_json(_as_bytes(raw))
-
-
-def read_snapshot(
-    client: redis.Redis, keys: Keys, version: int | None = None
-) -> tuple[Manifest, Arrays] | None:
-    """Read a whole snapshot back (the current one by default); None if there is none.
-
-    For tools and tests; gateways have their own reader that follows changes.
-    Raises ``SnapshotError`` if the snapshot is incomplete.
-    """
-    if version is None:
-        version = read_current_version(client, keys)
-        if version is None:
-            return None
-    manifest = read_manifest(client, keys, version)
-    if manifest is None:
-        return None
-    arrays = {}
-    for name in ARRAY_DTYPES:
-        names = [keys.chunk(version, name, i) for i in range(manifest.chunks[name])]
-        parts = [None if part is None else _as_bytes(part) for part in client.mget(names)]
-        arrays[name] = join_chunks(name, parts, manifest.lengths[name])
-    return manifest, arrays

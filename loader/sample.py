@@ -23,6 +23,7 @@ the same ``today`` and ``seed`` the files are byte-for-byte identical.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import random
 from collections.abc import Iterator, Sequence
@@ -106,6 +107,7 @@ class SampleFixture:
 
 
 FIXED = SampleFixture()
+FIXTURE_FILE = "fixture.json"
 
 # Administrative division codes of the districts the sample uses.
 _DISTRICTS = ("110105", "110108", "310115", "440305", "360102", "510107", "330106", "420106")
@@ -185,6 +187,10 @@ def write_sample(
     _write(status, STATUS_COLUMNS, data.status, file_format)
     ledger = out / f"ledger.{file_format}"
     _write(ledger, LEDGER_COLUMNS, data.ledger, file_format)
+    # The fixed codes, for whoever demonstrates or tests the data set without
+    # importing the loader (the gateway's embedded default and its demo).
+    fixture = {k: v for k, v in dataclasses.asdict(FIXED).items() if isinstance(v, str)}
+    (out / FIXTURE_FILE).write_bytes(orjson.dumps(fixture, option=orjson.OPT_INDENT_2))
     return SampleFiles(
         registry, status, len(data.registry), len(data.status), ledger, len(data.ledger)
     )

@@ -15,9 +15,10 @@ from contract.changes import decode_arrays, index_version
 from contract.codes import encode_practitioner
 from contract.days import iso_to_day
 from contract.domain import Status
+from contract.errors import ChangeNotPublishedError
 from contract.snapshot import Keys
 from loader.__main__ import main
-from loader.changes import ChangeNotPublishedError, publish_change
+from loader.changes import publish_change
 from loader.publish import publish_snapshot
 from tests.factory import Person, build_arrays
 

@@ -11,9 +11,9 @@ import pytest
 
 from contract.domain import Status
 from contract.errors import SnapshotError
-from contract.snapshot import ARRAY_DTYPES
+from contract.snapshot import ARRAY_DTYPES, read_arrays_file
 from gateway.index import LayeredIndex, StatusIndex
-from gateway.ops.disk_cache import OVERLAY_FILE, SNAPSHOT_FILE, SnapshotCache, read_arrays_file
+from gateway.ops.disk_cache import OVERLAY_FILE, SNAPSHOT_FILE, SnapshotCache
 from tests.factory import Person, build_arrays
 
 HOSPITAL = "H11010500001"
@@ -77,7 +77,7 @@ def test_missing_or_foreign_caches_give_nothing_and_damage_is_named(tmp_path: Pa
     with pytest.raises(SnapshotError, match=r"snapshot\.bin"):
         cache.load()
     path.write_bytes(b"not a cache")
-    with pytest.raises(SnapshotError, match="not a snapshot cache file"):
+    with pytest.raises(SnapshotError, match="not an arrays file"):
         cache.load()
 
 

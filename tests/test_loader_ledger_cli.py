@@ -13,10 +13,10 @@ import redis
 from contract.codes import encode_practitioner
 from contract.days import iso_to_day
 from contract.domain import Status
+from contract.reads import read_current_version, read_snapshot
 from contract.snapshot import Keys
 from gateway.index import StatusIndex
 from loader.__main__ import main
-from loader.publish import read_current_version, read_snapshot
 
 REGISTRY = """practitioner_code,institution_code,role,registered_on,deregistered_on
 D110105000001,H11010500001,doctor,2015-03-01,

@@ -10,24 +10,30 @@ import subprocess
 import sys
 
 import orjson
+import redis
 import redis.asyncio as aioredis
 
+from contract.domain import Status
 from contract.snapshot import Keys
 from gateway.decide import Policy
 from gateway.index import IndexHolder
 from gateway.ops.audit import OverrideAudit
 from gateway.ops.cli import main, parse_moment
 from gateway.servicer import EligibilityServicer
-from tests.factory import build_index
+from loader.changes import publish_change
+from tests.factory import Person, build_arrays, build_index
 from tests.gateway_process import ROOT
 from tests.ops_data import (
     ACTIVE,
     HOSPITAL,
+    IN_30_DAYS,
     OTHER_HOSPITAL,
     PEOPLE,
+    SINCE,
     SUSPENDED,
     TERMINATED,
     TODAY,
+    YESTERDAY,
     hospital_claim,
     line,
     publish,
@@ -113,6 +119,30 @@ def test_sanctions_reports_the_share_per_institution(redis_url: str, prefix: str
     assert code == 0
     assert text.splitlines()[1].split()[:4] == [HOSPITAL, "3", "1", "1"]
     assert text.splitlines()[-1].startswith("1 institutions; snapshot version")
+
+
+def test_sanctions_see_a_change_published_after_the_load(redis_url: str, prefix: str) -> None:
+    """The report reads what the gateways decide from: snapshot + overlay."""
+    common = ("--redis-url", redis_url, "--prefix", prefix, "--format", "csv")
+    publish(redis_url, prefix)
+    suspended_now = Person(
+        ACTIVE, [(HOSPITAL, SINCE, None)], [(YESTERDAY, Status.SUSPENDED, IN_30_DAYS)]
+    )
+    client = redis.Redis.from_url(redis_url)
+    try:
+        publish_change(client, Keys(prefix), build_arrays([suspended_now]))
+    finally:
+        client.close()
+    code, text = run("sanctions", *common)
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert (rows[0]["institution_code"], rows[0]["staff"], rows[0]["suspended"]) == (
+        HOSPITAL,
+        "3",
+        "2",
+    )
+    code, text = run("sanctions", "--redis-url", redis_url, "--prefix", prefix)
+    assert "+ 1 changes" in text.splitlines()[-1]
 
 
 def test_bad_usage_names_the_problem(redis_url: str, prefix: str) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from contract.snapshot import empty_arrays
 from gateway.index import StatusIndex
-from gateway.ops.shared_index import SharedSnapshots, _layout
+from gateway.ops.shared_index import SharedSnapshots
 from tests.factory import Person, build_arrays
 
 PEOPLE = [
@@ -58,7 +58,7 @@ def test_a_worker_that_loses_the_race_maps_the_winners_file(tmp_path: Path) -> N
     # The loser wrote its own file before it looked: the name stays the winner's.
     loser = SharedSnapshots(tmp_path)
     layout_arrays = build_arrays(PEOPLE)
-    loser._write(loser.path(4), layout_arrays, *_layout(layout_arrays))
+    loser._write(loser.path(4), layout_arrays, 4)
     assert (tmp_path / "snapshot-4.bin").stat().st_ino == inode
     assert [p.name for p in tmp_path.iterdir()] == ["snapshot-4.bin"]
     assert winner["prac_codes"].tolist() == layout_arrays["prac_codes"].tolist()

@@ -33,8 +33,10 @@ from typing import TextIO
 import orjson
 import redis
 
+from contract.changes import index_version
 from contract.days import CST, date_to_day, today_cst
 from contract.errors import SnapshotError
+from contract.reads import read_decided
 from contract.snapshot import Keys
 from gateway.ops.audit import FIELDS, OverrideRecord, read_overrides
 from gateway.ops.sanctions import InstitutionShare, sanction_shares
@@ -136,17 +138,16 @@ def _share_row(share: InstitutionShare) -> list[object]:
 
 
 def _cmd_sanctions(args: argparse.Namespace, client: redis.Redis, out: TextIO) -> int:
-    from loader.publish import read_snapshot  # the tools' snapshot reader
-
     try:
         day_date = dt.date.fromisoformat(args.date) if args.date else today_cst()
     except ValueError as exc:
         raise UsageError(f"--date {args.date!r} is not a date YYYY-MM-DD") from exc
-    found = read_snapshot(client, Keys(args.prefix))
+    # Base + overlay: a suspension published by `loader change` counts.
+    found = read_decided(client, Keys(args.prefix))
     if found is None:
         print(f"no snapshot published under prefix {args.prefix!r}", file=sys.stderr)
         return EXIT_NOT_PUBLISHED
-    manifest, arrays = found
+    manifest, change_seq, arrays = found
     shares = [
         s
         for s in sanction_shares(arrays, date_to_day(day_date))
@@ -157,7 +158,9 @@ def _cmd_sanctions(args: argparse.Namespace, client: redis.Redis, out: TextIO) -
     if args.format == "table":
         out.write(
             f"{len(shares)} institutions; snapshot version {manifest.version} "
-            f"({manifest.created_at}), day {day_date.isoformat()}\n"
+            f"({manifest.created_at}) + {change_seq} changes "
+            f"(index_version {index_version(manifest.version, change_seq)}), "
+            f"day {day_date.isoformat()}\n"
         )
     return EXIT_OK
 

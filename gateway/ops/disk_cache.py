@@ -10,28 +10,21 @@ old file or the new one, never a torn one, even if the gateway dies mid-write.
 - ``overlay.bin``: the changes applied on top of it, rewritten after changes
   (small). It counts only if it names the same snapshot version.
 
-File layout: ``MAGIC``, the header's length (8 bytes, little-endian), a JSON
-header (prefix, versions, stream position, when saved, and each array's
-dtype, offset and length), then the arrays' raw bytes, each 8-byte aligned.
+File layout: the contract's arrays file (``contract.snapshot.write_arrays_file``,
+the same as the workers' shared file), its header holding the prefix,
+versions, stream position and when it was saved.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import orjson
 
 from contract.errors import SnapshotError
-from contract.snapshot import ARRAY_DTYPES, Arrays, validate_arrays
+from contract.snapshot import read_arrays_file, write_arrays_file
 from gateway.index import LayeredIndex, StatusIndex
 
-MAGIC = b"ELIGCACHE1\n"
 SNAPSHOT_FILE = "snapshot.bin"
 OVERLAY_FILE = "overlay.bin"
 
@@ -42,56 +35,6 @@ class CachedIndex:
 
     index: LayeredIndex
     saved_at: str
-
-
-def write_arrays_file(path: Path, header: dict[str, Any], arrays: Arrays) -> None:
-    """Write ``arrays`` and ``header`` to ``path`` atomically (temp file + fsync + rename)."""
-    layout: dict[str, dict[str, Any]] = {}
-    offset = 0
-    for name in ARRAY_DTYPES:
-        layout[name] = {"dtype": ARRAY_DTYPES[name], "offset": offset, "length": len(arrays[name])}
-        offset += _aligned(int(arrays[name].nbytes))
-    head = orjson.dumps({**header, "arrays": layout})
-    start = _aligned(len(MAGIC) + 8 + len(head))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(MAGIC + len(head).to_bytes(8, "little") + head)
-            out.write(b"\0" * (start - len(MAGIC) - 8 - len(head)))
-            for name in ARRAY_DTYPES:
-                raw = np.ascontiguousarray(arrays[name]).data.cast("B")
-                out.write(raw)
-                out.write(b"\0" * (_aligned(len(raw)) - len(raw)))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def read_arrays_file(path: Path) -> tuple[dict[str, Any], Arrays]:
-    """The header and arrays of a file ``write_arrays_file`` wrote; ``SnapshotError`` if damaged."""
-    data = path.read_bytes()
-    try:
-        if not data.startswith(MAGIC):
-            raise SnapshotError(f"{path}: not a snapshot cache file")
-        size = int.from_bytes(data[len(MAGIC) : len(MAGIC) + 8], "little")
-        header = orjson.loads(data[len(MAGIC) + 8 : len(MAGIC) + 8 + size])
-        start = _aligned(len(MAGIC) + 8 + size)
-        arrays: Arrays = {}
-        for name, dtype in ARRAY_DTYPES.items():
-            spec = header["arrays"][name]
-            if spec["dtype"] != dtype:
-                raise SnapshotError(f"{path}: array {name} is {spec['dtype']}, expected {dtype}")
-            arrays[name] = np.frombuffer(
-                data, dtype=dtype, count=int(spec["length"]), offset=start + int(spec["offset"])
-            )
-        validate_arrays(arrays)
-    except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
-        raise SnapshotError(f"{path}: damaged snapshot cache file: {exc}") from exc
-    return header, arrays
 
 
 class SnapshotCache:
@@ -107,14 +50,13 @@ class SnapshotCache:
         if base.version == self.saved_version:
             return False
         self.directory.mkdir(parents=True, exist_ok=True)
-        arrays = {name: getattr(base, _ATTRIBUTES[name]) for name in ARRAY_DTYPES}
         header = {
             "prefix": self.prefix,
             "snapshot_version": base.version,
             "meta": base.meta,
             "saved_at": _now(),
         }
-        write_arrays_file(self.directory / SNAPSHOT_FILE, header, arrays)
+        write_arrays_file(self.directory / SNAPSHOT_FILE, header, base.arrays)
         self.saved_version = base.version
         return True
 
@@ -167,33 +109,5 @@ class SnapshotCache:
         return CachedIndex(index, saved_at)
 
 
-# StatusIndex attribute holding each snapshot array.
-_ATTRIBUTES = {
-    "prac_codes": "codes",
-    "reg_offsets": "reg_offsets",
-    "reg_inst": "reg_inst",
-    "reg_from": "reg_from",
-    "reg_until": "reg_until",
-    "inst_codes": "inst_codes",
-    "st_key": "st_key",
-    "st_status": "st_status",
-    "st_until": "st_until",
-    "pt_key": "pt_key",
-    "pt_points": "pt_points",
-}
-
-
-def _aligned(n: int) -> int:
-    return (n + 7) & ~7
-
-
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -51,7 +51,7 @@ from prometheus_client.registry import Collector
 
 from contract.domain import Decision, Reason
 from gateway.decide import Decisions
-from gateway.index import IndexHolder, StatusIndex
+from gateway.index import Index, IndexHolder
 
 NAMESPACE = "eligibility"
 
@@ -192,17 +192,29 @@ class ClaimMetrics:
 
 
 class FollowerState(Protocol):
-    """What the metrics read of the snapshot follower (``gateway.feed``).
+    """What the metrics read of the snapshot follower (``gateway.feed.SnapshotFollower``):
+    mypy checks the follower against it, so renaming an attribute there fails
+    the type check instead of silently dropping a metric.
 
-    ``redis_ok`` and ``stale_since`` always; and, exported when the follower
-    has them, the change feed's ``change_lag_seconds`` (publication to
-    enforcement of the last change applied, or None), ``changes_applied``,
-    ``reloads``, ``lost_place`` (ints) and ``source`` ("none", "redis" or
-    "disk-cache").
+    ``change_lag_seconds`` is publication to enforcement of the last change
+    applied (None before the first); ``source`` is "none", "redis" or
+    "disk-cache".
     """
 
-    redis_ok: bool
-    stale_since: float | None
+    @property
+    def redis_ok(self) -> bool: ...
+    @property
+    def stale_since(self) -> float | None: ...
+    @property
+    def change_lag_seconds(self) -> float | None: ...
+    @property
+    def changes_applied(self) -> int: ...
+    @property
+    def reloads(self) -> int: ...
+    @property
+    def lost_place(self) -> int: ...
+    @property
+    def source(self) -> str: ...
 
 
 class AuditState(Protocol):
@@ -233,12 +245,12 @@ class StateCollector(Collector):
         self.loaded_at: float | None = None  # when the snapshot deciding now was loaded
         self._loaded_snapshot = 0
 
-    def index_swapped(self, index: StatusIndex) -> None:
+    def index_swapped(self, index: Index) -> None:
         """Call when a new index starts deciding (the server's on_swap hook).
 
         With the change feed, every applied change swaps in a new index over
         the same snapshot: only a new snapshot resets the load time."""
-        snapshot = _snapshot_version(index)
+        snapshot = index.snapshot_version
         if snapshot != self._loaded_snapshot or self.loaded_at is None:
             self.loaded_at = time.time()
             self._loaded_snapshot = snapshot
@@ -258,13 +270,11 @@ class StateCollector(Collector):
         )
         if index is None:
             return
-        snapshot_version = getattr(index, "snapshot_version", None)
-        if isinstance(snapshot_version, int):  # with live changes on top (contract.changes)
-            yield GaugeMetricFamily(
-                f"{NAMESPACE}_index_snapshot_version",
-                "Version of the full snapshot under the changes applied since.",
-                value=snapshot_version,
-            )
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_index_snapshot_version",
+            "Version of the full snapshot under the changes applied since.",
+            value=index.snapshot_version,
+        )
         yield GaugeMetricFamily(
             f"{NAMESPACE}_index_practitioners",
             "Practitioners in the index deciding now.",
@@ -282,7 +292,7 @@ class StateCollector(Collector):
                 "When the loader published the snapshot deciding now (Unix time).",
                 value=published,
             )
-        loaded = self.loaded_at if self._loaded_snapshot == _snapshot_version(index) else None
+        loaded = self.loaded_at if self._loaded_snapshot == index.snapshot_version else None
         if loaded is not None:
             yield GaugeMetricFamily(
                 f"{NAMESPACE}_index_loaded_timestamp_seconds",
@@ -315,33 +325,39 @@ class StateCollector(Collector):
             "Seconds since Redis became unreachable; 0 while it is reachable.",
             value=0.0 if stale is None or follower.redis_ok else max(time.time() - stale, 0.0),
         )
-        lag = getattr(follower, "change_lag_seconds", None)
-        if isinstance(lag, int | float):
+        lag = follower.change_lag_seconds
+        if lag is not None:
             yield GaugeMetricFamily(
                 f"{NAMESPACE}_change_feed_lag_seconds",
                 "Publication-to-enforcement delay of the last change applied from the feed.",
                 value=float(lag),
             )
-        for attribute, help_text in (
-            ("changes_applied", "Single-practitioner changes applied from the change feed."),
-            ("reloads", "Full reloads of the snapshot (a new version, or a lost place)."),
-            ("lost_place", "Reloads because change-feed entries were trimmed before being read."),
+        for name, count, help_text in (
+            (
+                "changes_applied",
+                follower.changes_applied,
+                "Single-practitioner changes applied from the change feed.",
+            ),
+            (
+                "reloads",
+                follower.reloads,
+                "Full reloads of the snapshot (a new version, or a lost place).",
+            ),
+            (
+                "lost_place",
+                follower.lost_place,
+                "Reloads because change-feed entries were trimmed before being read.",
+            ),
         ):
-            count = getattr(follower, attribute, None)
-            if isinstance(count, int):
-                yield CounterMetricFamily(
-                    f"{NAMESPACE}_change_feed_{attribute}", help_text, value=count
-                )
-        source = getattr(follower, "source", None)
-        if isinstance(source, str):
-            sources = GaugeMetricFamily(
-                f"{NAMESPACE}_index_source",
-                "Where the index deciding now came from: 1 for the current source.",
-                labels=("source",),
-            )
-            for name in ("none", "redis", "disk-cache"):
-                sources.add_metric((name,), 1 if source == name else 0)
-            yield sources
+            yield CounterMetricFamily(f"{NAMESPACE}_change_feed_{name}", help_text, value=count)
+        sources = GaugeMetricFamily(
+            f"{NAMESPACE}_index_source",
+            "Where the index deciding now came from: 1 for the current source.",
+            labels=("source",),
+        )
+        for source in ("none", "redis", "disk-cache"):
+            sources.add_metric((source,), 1 if follower.source == source else 0)
+        yield sources
 
     def _audit(self) -> Iterator[Metric]:
         audit = self.audit
@@ -364,13 +380,7 @@ class StateCollector(Collector):
         )
 
 
-def _snapshot_version(index: StatusIndex) -> int:
-    """The full snapshot's version (an overlay index's base), or the index's own."""
-    snapshot = getattr(index, "snapshot_version", None)
-    return snapshot if isinstance(snapshot, int) else index.version
-
-
-def published_timestamp(index: StatusIndex) -> float | None:
+def published_timestamp(index: Index) -> float | None:
     """The snapshot's publication time from its meta (``created_at``, ISO 8601), if any."""
     raw = index.meta.get("created_at")
     if not isinstance(raw, str):
@@ -438,7 +448,7 @@ class GatewayMetrics:
     def observe_claim(self, request: RequestLike, pharmacy: bool, decisions: Decisions) -> None:
         self.claims.observe_claim(request, pharmacy, decisions)
 
-    def index_swapped(self, index: StatusIndex) -> None:
+    def index_swapped(self, index: Index) -> None:
         self.state.index_swapped(index)
 
     def serve(self, host: str, port: int) -> int:

@@ -26,22 +26,10 @@ import re
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from contract.snapshot import ARRAY_DTYPES, Arrays
+from contract.errors import SnapshotError
+from contract.snapshot import Arrays, read_arrays_file, write_arrays_file
 
 _FILE = re.compile(r"^snapshot-(\d+)\.bin$")
-_ALIGN = 64
-
-
-def _layout(arrays: Arrays) -> tuple[dict[str, tuple[int, int]], int]:
-    """Each array's (offset, length in elements) in the file, and the file's size."""
-    layout = {}
-    offset = 0
-    for name in ARRAY_DTYPES:
-        layout[name] = (offset, len(arrays[name]))
-        offset += -(-int(arrays[name].nbytes) // _ALIGN) * _ALIGN
-    return layout, offset
 
 
 class SharedSnapshots:
@@ -56,48 +44,42 @@ class SharedSnapshots:
     def share(self, arrays: Arrays, version: int) -> Arrays:
         """``arrays`` backed by the shared file of ``version`` (written if missing)."""
         path = self.path(version)
-        layout, size = _layout(arrays)
-        if not self._complete(path, size):
-            self._write(path, arrays, layout, size)
+        mapped = self._map(path, version)
+        if mapped is None:
+            self._write(path, arrays, version)
             self._remove_older_than_previous(version)
-        if size == 0:
-            return arrays
-        mapped = np.memmap(path, dtype=np.uint8, mode="r", shape=(size,))
-        shared: Arrays = {}
-        for name, dtype in ARRAY_DTYPES.items():
-            offset, length = layout[name]
-            shared[name] = np.frombuffer(mapped, dtype=dtype, count=length, offset=offset)
-        return shared
+            mapped = self._map(path, version)
+            if mapped is None:
+                raise SnapshotError(f"{path}: the shared file just written is unreadable")
+        return mapped
 
     @staticmethod
-    def _complete(path: Path, size: int) -> bool:
+    def _map(path: Path, version: int) -> Arrays | None:
+        """The file's arrays, memory-mapped; None if it is missing, damaged or not ``version``."""
         try:
-            return path.stat().st_size == max(size, 1)
-        except FileNotFoundError:
-            return False
+            header, arrays = read_arrays_file(path, mapped=True)
+        except (FileNotFoundError, SnapshotError):
+            return None
+        return arrays if header.get("snapshot_version") == version else None
 
-    def _write(
-        self, path: Path, arrays: Arrays, layout: dict[str, tuple[int, int]], size: int
-    ) -> None:
+    def _write(self, path: Path, arrays: Arrays, version: int) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".snapshot-", dir=self.directory)
+        os.close(fd)
+        staged = Path(tmp)
         try:
-            with os.fdopen(fd, "wb") as out:
-                for name in ARRAY_DTYPES:
-                    offset, _ = layout[name]
-                    out.seek(offset)
-                    out.write(np.ascontiguousarray(arrays[name]).data.cast("B"))
-                out.truncate(max(size, 1))
+            # tmpfs: memory, nothing to make durable.
+            write_arrays_file(staged, {"snapshot_version": version}, arrays, durable=False)
             try:
                 # Workers that load one version at once race here: link, not
                 # rename, so the first file stays the one every worker maps
                 # (a rename would swap it under a worker that mapped it).
-                os.link(tmp, path)
+                os.link(staged, path)
             except FileExistsError:
-                if not self._complete(path, size):  # a damaged leftover: replace it
-                    os.replace(tmp, path)
+                if self._map(path, version) is None:  # a damaged leftover: replace it
+                    os.replace(staged, path)
         finally:
-            Path(tmp).unlink(missing_ok=True)
+            staged.unlink(missing_ok=True)
 
     def _remove_older_than_previous(self, version: int) -> None:
         versions = sorted(
