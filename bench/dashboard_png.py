@@ -56,7 +56,7 @@ def publish(redis_url: str, prefix: str, out: Path) -> int:
     import redis
 
     from contract.snapshot import Keys
-    from loader.__main__ import build_snapshot, read_inputs
+    from loader.pipeline import build_snapshot, read_inputs
     from loader.publish import publish_snapshot
     from loader.sample import write_sample
 

@@ -45,8 +45,8 @@ from contract import codes
 from contract.days import today_cst
 from contract.snapshot import Keys
 from gateway.ops.redis_process import RedisProcess
-from loader.__main__ import build_snapshot, read_inputs
 from loader.changes import publish_change
+from loader.pipeline import build_snapshot, read_inputs
 
 UNARY = "/eligibility.v1.EligibilityGateway/CheckClaim"
 REGISTRY_HEADER = "practitioner_code,institution_code,role,registered_on,deregistered_on"

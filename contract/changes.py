@@ -8,6 +8,15 @@ all the changes published on top of one snapshot, merged: a second change to
 a practitioner replaces the first. The loader writes changes (``loader.changes``);
 the gateway reads the overlay before the snapshot (``gateway.index.LayeredIndex``).
 
+Stream entries (``{prefix}:changes``) are ``kind=snapshot, version=v`` (a
+flip: reload; it carries no data, so it needs no signature: the reload
+verifies the manifest) or ``kind=change, base, seq, epoch,
+published_at_ns, key_id, sig, a:{array}...``. The overlay hash of version v
+holds ``seq, id, epoch, key_id, sig, a:{array}...``. The signature covers
+``signed_body``: kind, base, seq, epoch (and the publication time of a
+change) and the SHA-256 of every array, so a change cannot be forged,
+replayed onto another snapshot or dataset, or renumbered.
+
 ``index_version`` (what every response reports) is
 ``snapshot_version * CHANGE_SEQ_BASE + change_seq``: snapshot 7 with 15
 changes applied reads ``7000000015``. It only goes up: change sequences
@@ -17,23 +26,27 @@ restart at 1 on each snapshot, whose version is greater.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from .errors import SnapshotError
+from .signing import Signer, Verifier
 from .snapshot import (
     ARRAY_DTYPES,
     DAY_BITS,
     Arrays,
     array_bytes,
+    array_digest,
     array_from_bytes,
     empty_arrays,
     validate_arrays,
 )
 
 CHANGE_SEQ_BASE = 1_000_000_000
+MAX_PUBLISHED_AT_NS = 1 << 63
 _DAY_MASK = np.uint64((1 << DAY_BITS) - 1)
 
 
@@ -67,6 +80,98 @@ def decode_arrays(fields: Mapping[bytes, bytes], what: str) -> Arrays:
     except SnapshotError as exc:
         raise SnapshotError(f"{what}: {exc}") from exc
     return arrays
+
+
+def signed_body(
+    kind: str, base: int, seq: int, epoch: str, arrays: Arrays, published_at_ns: int = 0
+) -> dict[str, Any]:
+    """What the loader signs for a change entry (kind "change") or an overlay hash
+    (kind "overlay") and a gateway verifies (``contract.signing``)."""
+    return {
+        "kind": kind,
+        "base": base,
+        "seq": seq,
+        "epoch": epoch,
+        "published_at_ns": published_at_ns,
+        "arrays": {name: array_digest(arrays[name]) for name in ARRAY_DTYPES},
+    }
+
+
+def signature_fields(signer: Signer | None, body: dict[str, Any]) -> dict[str, bytes]:
+    """``key_id`` and ``sig`` fields of a signed entry (none when unsigned)."""
+    if signer is None:
+        return {}
+    signed = signer.sign(body)
+    return {"key_id": signed["key_id"].encode(), "sig": signed["signature"].encode()}
+
+
+@dataclass(frozen=True)
+class ChangeEntry:
+    """A verified ``kind=change`` stream entry."""
+
+    base: int
+    seq: int
+    epoch: str
+    published_at_ns: int
+    arrays: Arrays
+
+
+@dataclass(frozen=True)
+class SnapshotMarker:
+    """A ``kind=snapshot`` stream entry: version ``version`` became current."""
+
+    version: int
+
+
+def field_int(fields: Mapping[bytes, bytes], name: str, what: str, limit: int = 1 << 62) -> int:
+    """A non-negative integer field below ``limit``; ``SnapshotError`` naming it otherwise."""
+    raw = fields.get(name.encode())
+    text = raw.decode("ascii", "replace") if raw is not None else ""
+    if not (text.isascii() and text.isdigit() and len(text) <= 19) or int(text) >= limit:
+        shown = "missing" if raw is None else repr(text[:40])
+        raise SnapshotError(f"{what}: field {name} is {shown}, not a number below {limit}")
+    return int(text)
+
+
+def field_text(fields: Mapping[bytes, bytes], name: str, what: str) -> str:
+    raw = fields.get(name.encode())
+    if raw is None or len(raw) > 200:
+        raise SnapshotError(f"{what}: field {name} is missing or too long")
+    return raw.decode("ascii", "replace")
+
+
+def verify_fields(
+    fields: Mapping[bytes, bytes], body: dict[str, Any], verifier: Verifier | None, what: str
+) -> None:
+    """Check the entry's signature over ``body``; with no verifier (``--allow-unsigned``)
+    a signature, when present, is not checked."""
+    if verifier is None:
+        return
+    signed = {
+        "key_id": fields.get(b"key_id", b"").decode("ascii", "replace") or None,
+        "signature": fields.get(b"sig", b"").decode("ascii", "replace") or None,
+    }
+    verifier.verify(body, signed, what)
+
+
+def decode_entry(
+    fields: Mapping[bytes, bytes], what: str, verifier: Verifier | None
+) -> ChangeEntry | SnapshotMarker:
+    """One stream entry, parsed strictly and verified; ``SnapshotError`` naming ``what``
+    (and ``SignatureError`` for a forged or unsigned change) if it is not one we published."""
+    kind = fields.get(b"kind")
+    if kind == b"snapshot":
+        return SnapshotMarker(field_int(fields, "version", what))
+    if kind != b"change":
+        raise SnapshotError(f"{what}: unknown kind {kind!r:.40}")
+    base = field_int(fields, "base", what)
+    seq = field_int(fields, "seq", what, CHANGE_SEQ_BASE)
+    epoch = field_text(fields, "epoch", what)
+    published_at_ns = field_int(fields, "published_at_ns", what, MAX_PUBLISHED_AT_NS)
+    arrays = decode_arrays(fields, what)
+    body = signed_body("change", base, seq, epoch, arrays, published_at_ns)
+    verify_fields(fields, body, verifier, what)
+    return ChangeEntry(base, seq, epoch, published_at_ns, arrays)
 
 
 def merge_changes(overlay: Arrays, change: Arrays) -> Arrays:

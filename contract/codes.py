@@ -19,6 +19,9 @@ longest valid code is refused on its length before anything else is read.
 
 from __future__ import annotations
 
+import numpy as np
+import numpy.typing as npt
+
 from .errors import InvalidCodeError
 
 PRACTITIONER_DIGITS = 12
@@ -85,3 +88,36 @@ def decode_institution(key: int) -> str:
     if not 1 <= letter <= 26:
         raise ValueError(f"not an institution key: {key}")
     return f"{chr(letter + _A)}{digits:011d}"
+
+
+# ---------------------------------------------------------------------------
+# The same encodings vectorised, for the loader's columns of millions of codes.
+# They take codes already checked to be well formed (the loader matches a
+# regular expression first) and check nothing: every letter is in A..Z.
+
+
+def encode_practitioners_array(
+    first: npt.NDArray[np.uint8], second: npt.NDArray[np.uint8], digits: npt.NDArray[np.int64]
+) -> npt.NDArray[np.uint64]:
+    """``encode_practitioner`` of many well-formed codes at once.
+
+    ``first`` and ``second`` are each code's letters as ASCII bytes (``second``
+    0 for a one-letter code), ``digits`` the value of its twelve digits.
+    """
+    l1 = first.astype(np.uint64) - np.uint64(_A)
+    l2 = (np.maximum(second, _A) - np.uint8(_A)).astype(np.uint64)  # no second letter: 0
+    keys: npt.NDArray[np.uint64] = (np.uint64(27) * l1 + l2) * np.uint64(_P_SCALE) + digits.astype(
+        np.uint64
+    )
+    return keys
+
+
+def encode_institutions_array(
+    letter: npt.NDArray[np.uint8], digits: npt.NDArray[np.int64]
+) -> npt.NDArray[np.uint64]:
+    """``encode_institution`` of many well-formed codes at once: each code's
+    letter as an ASCII byte and the value of its eleven digits."""
+    keys: npt.NDArray[np.uint64] = (letter.astype(np.uint64) - np.uint64(_A)) * np.uint64(
+        _I_SCALE
+    ) + digits.astype(np.uint64)
+    return keys

@@ -5,8 +5,10 @@
     ├── InvalidRequestError     a request is structurally bad (names the field)
     ├── IndexNotLoadedError     no index yet: the gateway cannot decide
     ├── SnapshotError           a snapshot in Redis is missing or inconsistent
+    │   └── SignatureError      ... or not signed by a trusted key
     ├── StalePublishError       a newer snapshot is already current (loader)
     ├── ChangeNotPublishedError a live change could not be published (loader)
+    ├── BuildError              timelines do not fit the registry: no snapshot (loader)
     └── LoadError               a loader input record is bad (file, line, field)
 
 The gRPC boundary maps each to a status code in one table
@@ -44,19 +46,38 @@ class SnapshotError(EligibilityError):
     """A snapshot in Redis is missing, incomplete or of an unknown format."""
 
 
-class StalePublishError(EligibilityError):
-    """A newer snapshot was published while this one was being written."""
+class SignatureError(SnapshotError):
+    """Published data is unsigned, signed by an untrusted key, or does not match its signature."""
 
-    def __init__(self, version: int, current: int) -> None:
-        super().__init__(
-            f"snapshot version {version} not published: version {current} is already current"
-        )
+
+class StalePublishError(EligibilityError):
+    """Another snapshot became current while this one was being written."""
+
+    def __init__(self, version: int, current: int, expected: int = -1) -> None:
+        if expected >= 0 and current != expected:
+            was = f"version {expected}" if expected else "nothing"
+            reason = (
+                f"version {current} was published since this run read {was}: "
+                "another load ran at the same time (rerun, or --replace to publish anyway)"
+            )
+        else:
+            reason = f"version {current} is already current"
+        super().__init__(f"snapshot version {version} not published: {reason}")
         self.version = version
         self.current = current
 
 
 class ChangeNotPublishedError(EligibilityError):
     """A live change was not published: no snapshot, another one current, or lost races."""
+
+
+class BuildError(EligibilityError, ValueError):
+    """The snapshot arrays cannot be built: a status or points timeline names a
+    practitioner not in the registry, or is out of order or out of range.
+
+    Input records are checked before (``LoadError``), so this is the loader's
+    own inconsistency; a ``ValueError`` as it was before it joined the tree.
+    """
 
 
 class LoadError(EligibilityError):

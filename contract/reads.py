@@ -20,9 +20,17 @@ from typing import Any, NamedTuple, TypeVar, cast
 import redis
 import redis.asyncio as aioredis
 
-from .changes import EMPTY_OVERLAY, decode_arrays, merge_changes
+from .changes import (
+    EMPTY_OVERLAY,
+    decode_arrays,
+    field_text,
+    merge_changes,
+    signed_body,
+    verify_fields,
+)
 from .errors import SnapshotError
-from .snapshot import ARRAY_DTYPES, Arrays, Keys, Manifest, join_chunks
+from .signing import Verifier
+from .snapshot import ARRAY_DTYPES, Arrays, Keys, Manifest, join_chunks, validate_arrays
 
 T = TypeVar("T")
 Command = tuple[str, ...]
@@ -67,20 +75,32 @@ def current_version_plan(keys: Keys) -> Plan[int | None]:
     return parse_version(raw, keys.current)
 
 
-def manifest_plan(keys: Keys, version: int) -> Plan[Manifest | None]:
-    """The manifest of ``version``; None if it does not exist (any more)."""
+def manifest_plan(
+    keys: Keys, version: int, verifier: Verifier | None = None
+) -> Plan[Manifest | None]:
+    """The manifest of ``version``; None if it does not exist (any more).
+
+    With ``verifier``, a manifest not signed by one of its keys raises
+    ``SignatureError``; without one (tools, ``--allow-unsigned``) it is read as is.
+    """
     (raw,) = yield [("GET", keys.manifest(version))]
     if raw is None:
         return None
     manifest = Manifest.from_json(_as_bytes(raw))
     if manifest.version != version:
         raise SnapshotError(f"manifest of snapshot {version} says version {manifest.version}")
+    if verifier is not None:
+        verifier.verify(manifest.body(), manifest.signed, f"manifest of snapshot {version}")
     return manifest
 
 
-def snapshot_plan(keys: Keys, version: int) -> Plan[Snapshot | None]:
-    """Snapshot ``version``; None if its manifest is gone; ``SnapshotError`` if it is broken."""
-    manifest = yield from manifest_plan(keys, version)
+def snapshot_plan(
+    keys: Keys, version: int, verifier: Verifier | None = None
+) -> Plan[Snapshot | None]:
+    """Snapshot ``version``; None if its manifest is gone; ``SnapshotError`` if it is
+    broken: a chunk missing, an array whose bytes do not match the manifest's
+    digest, or arrays that break the index's invariants."""
+    manifest = yield from manifest_plan(keys, version, verifier)
     if manifest is None:
         return None
     parts = yield [
@@ -95,19 +115,27 @@ def snapshot_plan(keys: Keys, version: int) -> Plan[Snapshot | None]:
         chunk_parts = [None if p is None else _as_bytes(p) for p in parts[pos : pos + count]]
         arrays[name] = join_chunks(name, chunk_parts, manifest.lengths[name])
         pos += count
+    manifest.check_digests(arrays)
+    try:
+        validate_arrays(arrays)
+    except SnapshotError as exc:
+        raise SnapshotError(f"snapshot {version}: {exc}") from exc
     return Snapshot(manifest, arrays)
 
 
-def current_snapshot_plan(keys: Keys) -> Plan[Snapshot | None]:
+def current_snapshot_plan(keys: Keys, verifier: Verifier | None = None) -> Plan[Snapshot | None]:
     """The current snapshot; None if nothing is published."""
     version = yield from current_version_plan(keys)
     if version is None:
         return None
-    return (yield from snapshot_plan(keys, version))
+    return (yield from snapshot_plan(keys, version, verifier))
 
 
-def overlay_plan(keys: Keys, version: int) -> Plan[Overlay]:
-    """The merged changes on top of snapshot ``version`` (one ``HGETALL``)."""
+def overlay_plan(
+    keys: Keys, version: int, epoch: str, verifier: Verifier | None = None
+) -> Plan[Overlay]:
+    """The merged changes on top of snapshot ``version`` of dataset ``epoch``
+    (one ``HGETALL``), verified like a change entry."""
     (fields,) = yield [("HGETALL", keys.overlay(version))]
     fields = cast(dict[bytes, bytes], fields or {})
     if not fields:
@@ -118,9 +146,14 @@ def overlay_plan(keys: Keys, version: int) -> Plan[Overlay]:
     if seq is None or raw_id is None:
         raise SnapshotError(f"{what}: seq or id is missing")
     stream_id = raw_id.decode("ascii", "replace")
-    if seq == 0:
+    if seq == 0:  # written by the flip itself: no data to forge
         return Overlay(0, stream_id, EMPTY_OVERLAY)
-    return Overlay(seq, stream_id, decode_arrays(fields, what))
+    arrays = decode_arrays(fields, what)
+    found_epoch = field_text(fields, "epoch", what)
+    if found_epoch != epoch:
+        raise SnapshotError(f"{what}: epoch {found_epoch!r}, the snapshot's is {epoch!r}")
+    verify_fields(fields, signed_body("overlay", version, seq, epoch, arrays), verifier, what)
+    return Overlay(seq, stream_id, arrays)
 
 
 class Decided(NamedTuple):
@@ -131,20 +164,36 @@ class Decided(NamedTuple):
     arrays: Arrays
 
 
-def decided_plan(keys: Keys) -> Plan[Decided | None]:
+def decided_plan(keys: Keys, verifier: Verifier | None = None) -> Plan[Decided | None]:
     """The current snapshot with every change published on top of it merged in
     (``contract.changes.merge_changes``); None if nothing is published.
 
     For tools that report on the data as a whole (``gateway.ops.cli
     sanctions``); a gateway keeps the overlay apart (``gateway.index``)."""
-    snapshot = yield from current_snapshot_plan(keys)
+    snapshot = yield from current_snapshot_plan(keys, verifier)
     if snapshot is None:
         return None
-    overlay = yield from overlay_plan(keys, snapshot.manifest.version)
+    manifest = snapshot.manifest
+    overlay = yield from overlay_plan(keys, manifest.version, manifest.epoch, verifier)
     if overlay.seq == 0:
         return Decided(snapshot.manifest, 0, snapshot.arrays)
     merged = merge_changes(snapshot.arrays, overlay.arrays)
     return Decided(snapshot.manifest, overlay.seq, merged)
+
+
+def epoch_plan(keys: Keys) -> Plan[str | None]:
+    """The dataset's epoch (``Keys.epoch``); None before the first publication."""
+    (raw,) = yield [("GET", keys.epoch)]
+    return _parse_epoch(raw, keys)
+
+
+def _parse_epoch(raw: bytes | str | None, keys: Keys) -> str | None:
+    if raw is None:
+        return None
+    text = _as_bytes(raw).decode("ascii", "replace")
+    if not 0 < len(text) <= 64:
+        raise SnapshotError(f"{keys.epoch} holds {text[:40]!r}, not an epoch")
+    return text
 
 
 def change_seq_plan(keys: Keys, version: int) -> Plan[int]:
@@ -153,12 +202,26 @@ def change_seq_plan(keys: Keys, version: int) -> Plan[int]:
     return parse_version(raw, f"overlay of snapshot {version}: seq") or 0
 
 
-def place_plan(keys: Keys, held_version: int) -> Plan[tuple[int | None, int]]:
-    """(current version, change seq of ``held_version``) in one round trip: is a
-    follower holding ``held_version`` behind?"""
-    current, seq = yield [("GET", keys.current), ("HGET", keys.overlay(held_version), "seq")]
+def place_plan(keys: Keys, held_version: int) -> Plan[tuple[int | None, int, str | None]]:
+    """(current version, change seq of ``held_version``, epoch) in one round trip:
+    is a follower holding ``held_version`` behind?"""
+    current, seq, epoch = yield [
+        ("GET", keys.current),
+        ("HGET", keys.overlay(held_version), "seq"),
+        ("GET", keys.epoch),
+    ]
     what = f"overlay of snapshot {held_version}: seq"
-    return parse_version(current, keys.current), parse_version(seq, what) or 0
+    return (
+        parse_version(current, keys.current),
+        parse_version(seq, what) or 0,
+        _parse_epoch(epoch, keys),
+    )
+
+
+def current_and_epoch_plan(keys: Keys) -> Plan[tuple[int | None, str | None]]:
+    """The current version and the dataset's epoch, in one round trip."""
+    current, epoch = yield [("GET", keys.current), ("GET", keys.epoch)]
+    return parse_version(current, keys.current), _parse_epoch(epoch, keys)
 
 
 def run(client: redis.Redis, plan: Plan[T]) -> T:
@@ -209,8 +272,12 @@ def read_decided(client: redis.Redis, keys: Keys) -> Decided | None:
     return run(client, decided_plan(keys))
 
 
-def read_overlay(client: redis.Redis, keys: Keys, version: int) -> Overlay:
-    return run(client, overlay_plan(keys, version))
+def read_overlay(client: redis.Redis, keys: Keys, version: int, epoch: str) -> Overlay:
+    return run(client, overlay_plan(keys, version, epoch))
+
+
+def read_epoch(client: redis.Redis, keys: Keys) -> str | None:
+    return run(client, epoch_plan(keys))
 
 
 def read_change_seq(client: redis.Redis, keys: Keys, version: int) -> int:

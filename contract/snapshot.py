@@ -51,7 +51,9 @@ of their day: a lookup that finds a point of an earlier year reads 0.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -62,7 +64,11 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from .codes import INSTITUTION_DIGITS, PRACTITIONER_DIGITS
+from .days import DAY_NONE, MAX_DAY
+from .domain import Status
 from .errors import SnapshotError
+from .signing import Signer
 
 FORMAT = 1
 CHUNK_BYTES = 64 * 1024 * 1024
@@ -99,6 +105,9 @@ class Keys:
         self.snapshot_pattern = f"{prefix}:snapshot:*"
         self.changes = f"{prefix}:changes"
         self.overrides = f"{prefix}:audit:overrides"
+        # The dataset's identity: set once (SET NX) by the first publication;
+        # a Redis that lost its data gets a new one (see contract.reads).
+        self.epoch = f"{prefix}:epoch"
 
     def manifest(self, version: int) -> str:
         return f"{self.prefix}:snapshot:{version}:manifest"
@@ -119,29 +128,48 @@ class Keys:
 
 @dataclass(frozen=True)
 class Manifest:
+    """What a snapshot version holds: its arrays' lengths, chunks and SHA-256
+    digests, the dataset ``epoch`` it belongs to, and the loader's signature
+    over all of it (``contract.signing``; ``signed`` is empty when unsigned)."""
+
     version: int
     lengths: dict[str, int]
     chunks: dict[str, int]
     created_at: str
     meta: dict[str, Any] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)
+    epoch: str = ""
+    signed: dict[str, Any] = field(default_factory=dict)
+
+    def body(self) -> dict[str, Any]:
+        """The manifest without its signature: what the signature covers."""
+        return {
+            "format": FORMAT,
+            "version": self.version,
+            "epoch": self.epoch,
+            "created_at": self.created_at,
+            "arrays": {
+                name: {
+                    "dtype": ARRAY_DTYPES[name],
+                    "length": self.lengths[name],
+                    "chunks": self.chunks[name],
+                    "sha256": self.digests[name],
+                }
+                for name in ARRAY_DTYPES
+            },
+            "meta": self.meta,
+        }
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "format": FORMAT,
-                "version": self.version,
-                "created_at": self.created_at,
-                "arrays": {
-                    name: {
-                        "dtype": ARRAY_DTYPES[name],
-                        "length": self.lengths[name],
-                        "chunks": self.chunks[name],
-                    }
-                    for name in ARRAY_DTYPES
-                },
-                "meta": self.meta,
-            }
-        )
+        return orjson.dumps({**self.body(), "signed": self.signed})
+
+    def check_digests(self, arrays: Arrays) -> None:
+        """``SnapshotError`` naming the first array whose bytes are not the published ones."""
+        for name in ARRAY_DTYPES:
+            if array_digest(arrays[name]) != self.digests[name]:
+                raise SnapshotError(
+                    f"snapshot {self.version}: array {name} does not match its digest"
+                )
 
     @classmethod
     def from_json(cls, raw: bytes) -> Manifest:
@@ -153,25 +181,50 @@ class Manifest:
             for name, dtype in ARRAY_DTYPES.items():
                 if arrays[name]["dtype"] != dtype:
                     raise SnapshotError(f"array {name}: dtype {arrays[name]['dtype']} != {dtype}")
+            signed = doc.get("signed") or {}
             return cls(
                 version=int(doc["version"]),
-                lengths={name: int(arrays[name]["length"]) for name in ARRAY_DTYPES},
-                chunks={name: int(arrays[name]["chunks"]) for name in ARRAY_DTYPES},
+                lengths={name: _count(arrays[name]["length"]) for name in ARRAY_DTYPES},
+                chunks={name: _count(arrays[name]["chunks"]) for name in ARRAY_DTYPES},
                 created_at=str(doc["created_at"]),
                 meta=dict(doc.get("meta", {})),
+                digests={name: str(arrays[name]["sha256"]) for name in ARRAY_DTYPES},
+                epoch=str(doc["epoch"]),
+                signed=dict(signed) if isinstance(signed, dict) else {},
             )
-        except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
-            raise SnapshotError(f"malformed snapshot manifest: {exc}") from exc
+        except (KeyError, TypeError, ValueError, AttributeError, orjson.JSONDecodeError) as exc:
+            raise SnapshotError(f"malformed snapshot manifest: {exc!r}") from exc
 
 
-def new_manifest(version: int, arrays: Arrays, meta: dict[str, Any]) -> Manifest:
-    return Manifest(
+def _count(value: Any) -> int:
+    if not isinstance(value, int) or not 0 <= value < 1 << 40:
+        raise ValueError(f"{value!r} is not a count")
+    return value
+
+
+def array_digest(array: npt.NDArray[Any]) -> str:
+    """SHA-256 of the array's serialisation (hashlib releases the GIL on big buffers)."""
+    return hashlib.sha256(array_bytes(array)).hexdigest()
+
+
+def new_manifest(
+    version: int, arrays: Arrays, meta: dict[str, Any], epoch: str, signer: Signer | None
+) -> Manifest:
+    """The manifest of ``arrays`` published as ``version`` of dataset ``epoch``,
+    signed by ``signer`` (unsigned when None: only gateways told
+    ``--allow-unsigned`` take it)."""
+    manifest = Manifest(
         version=version,
         lengths={name: len(arrays[name]) for name in ARRAY_DTYPES},
         chunks={name: len(split_chunks(arrays[name])) for name in ARRAY_DTYPES},
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         meta=meta,
+        digests={name: array_digest(arrays[name]) for name in ARRAY_DTYPES},
+        epoch=epoch,
     )
+    if signer is None:
+        return manifest
+    return dataclasses.replace(manifest, signed=signer.sign(manifest.body()))
 
 
 # The one serialisation of an array, whatever holds it (Redis chunks, change
@@ -321,6 +374,43 @@ def validate_arrays(arrays: Arrays) -> None:
                 raise SnapshotError(f"{name} and {key} differ in length")
         if len(arrays[key]) and int(arrays[key][-1]) >> DAY_BITS >= n:
             raise SnapshotError(f"{key} names a row past prac_codes")
+    _validate_values(arrays)
+
+
+# Sorted keys lie between these (contract.codes): a first letter A..Z.
+_PRACTITIONER_KEYS = (27 * 10**PRACTITIONER_DIGITS, 27 * 27 * 10**PRACTITIONER_DIGITS)
+_INSTITUTION_KEYS = (10**INSTITUTION_DIGITS, 27 * 10**INSTITUTION_DIGITS)
+_STATUSES = np.array([int(s) for s in Status if s != Status.UNSPECIFIED], dtype=np.uint8)
+
+
+def _validate_values(arrays: Arrays) -> None:
+    """The value ranges the decisions rely on: a bug in our own loader, or bytes
+    that a signature does not cover, must not become an index that decides wrong.
+    Vectorised; tens of milliseconds at 15 million practitioners."""
+    for name, (low, high) in (
+        ("prac_codes", _PRACTITIONER_KEYS),
+        ("inst_codes", _INSTITUTION_KEYS),
+    ):
+        a = arrays[name]
+        if len(a) and not (low <= int(a[0]) and int(a[-1]) < high):
+            raise SnapshotError(f"{name} holds a key that is not a valid code")
+    reg_from, reg_until = arrays["reg_from"], arrays["reg_until"]
+    if np.any(reg_from > MAX_DAY):
+        raise SnapshotError("reg_from holds an open day")
+    if np.any((reg_until != DAY_NONE) & (reg_until <= reg_from)):
+        raise SnapshotError("reg_until is not after reg_from")
+    day_mask = np.uint64((1 << DAY_BITS) - 1)
+    for key in ("st_key", "pt_key"):
+        if np.any((arrays[key] & day_mask) > MAX_DAY):
+            raise SnapshotError(f"{key} holds a day out of range")
+    status, until = arrays["st_status"], arrays["st_until"]
+    if not np.isin(status, _STATUSES).all():
+        raise SnapshotError("st_status holds a value that is not a status")
+    if np.any((until != DAY_NONE) & (status != Status.SUSPENDED)):
+        raise SnapshotError("st_until is set on a status other than SUSPENDED")
+    start = (arrays["st_key"] & day_mask).astype(np.uint16)
+    if np.any((until != DAY_NONE) & (until < start)):
+        raise SnapshotError("st_until ends a suspension before it starts")
 
 
 def empty_arrays() -> Arrays:

@@ -73,6 +73,46 @@ def build_parser(defaults: Settings) -> argparse.ArgumentParser:
         "(ELIG_SNAPSHOT_CACHE_DIR; default: no disk cache)",
     )
     parser.add_argument("--log-level", help=f"(default {defaults.log_level})")
+    audit = parser.add_argument_group("emergency-override audit (gateway.ops.audit)")
+    audit.add_argument(
+        "--audit-spool-dir",
+        help="local spool every override is fsynced to before its answer leaves, drained to "
+        "Redis; a restarted gateway drains what it left (ELIG_AUDIT_SPOOL_DIR; default "
+        "SNAPSHOT_CACHE_DIR/audit-spool, else a temporary directory)",
+    )
+    audit.add_argument(
+        "--audit-failure-policy",
+        choices=("reject", "pay"),
+        help="when the spool cannot be written: reject the override lines or pay them audited "
+        f"in memory only (ELIG_AUDIT_FAILURE_POLICY; default {defaults.audit_failure_policy})",
+    )
+    audit.add_argument(
+        "--audit-spool-retention-days",
+        type=float,
+        help="keep spool segments already in Redis this long, to refill an erased stream "
+        f"(default {defaults.audit_spool_retention_days})",
+    )
+    trust = parser.add_argument_group("data integrity (contract.signing)")
+    trust.add_argument(
+        "--trusted-keys",
+        help="the loader's public key file(s) (PEM, comma-separated; several while rotating "
+        "keys); published data not signed by one of them is refused (ELIG_TRUSTED_KEYS). "
+        "The embedded default makes its own key pair.",
+    )
+    trust.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        default=None,
+        help="serve data without verifying who published it (trusted test setups only; "
+        "logged, metric eligibility_unsigned_data_allowed) (ELIG_ALLOW_UNSIGNED)",
+    )
+    trust.add_argument(
+        "--max-data-age-s",
+        type=float,
+        help="health details, a metric and an alert say the data is too old when nothing was "
+        "confirmed with Redis for this long "
+        f"(ELIG_MAX_DATA_AGE_S; default {defaults.max_data_age_s})",
+    )
     ops = parser.add_argument_group("operations (gateway.ops.metrics, gateway.ops.tls)")
     ops.add_argument(
         "--metrics-port",
@@ -85,11 +125,61 @@ def build_parser(defaults: Settings) -> argparse.ArgumentParser:
         "--tls-client-ca-file",
         help="PEM CA certificates: require client certificates signed by them (mutual TLS)",
     )
-    ops.add_argument(
+    limits = parser.add_argument_group(
+        "limits (gateway.ops.limits; health checks are never refused by them)"
+    )
+    limits.add_argument(
         "--max-concurrent-rpcs",
         type=int,
-        help="RPCs at once, a stream counting as one; more get RESOURCE_EXHAUSTED "
-        f"(default {defaults.max_concurrent_rpcs})",
+        help="unary calls at once; more get RESOURCE_EXHAUSTED; open streams do not count "
+        f"(ELIG_MAX_CONCURRENT_RPCS; default {defaults.max_concurrent_rpcs})",
+    )
+    limits.add_argument(
+        "--max-open-streams",
+        type=int,
+        help="CheckClaims (and reflection) streams open at once; more get RESOURCE_EXHAUSTED "
+        f"(ELIG_MAX_OPEN_STREAMS; default {defaults.max_open_streams})",
+    )
+    limits.add_argument(
+        "--stream-window-bytes",
+        type=int,
+        help="request bytes read ahead per stream: what a client that does not read its "
+        f"answers can make the server hold (default {defaults.stream_window_bytes})",
+    )
+    limits.add_argument(
+        "--keepalive-time-s",
+        type=float,
+        help=f"ping idle clients this often (default {defaults.keepalive_time_s})",
+    )
+    limits.add_argument(
+        "--keepalive-timeout-s",
+        type=float,
+        help="close a connection whose ping is not answered within this time "
+        f"(default {defaults.keepalive_timeout_s})",
+    )
+    limits.add_argument(
+        "--min-client-ping-interval-s",
+        type=float,
+        help="clients pinging more often than this are disconnected (GOAWAY) "
+        f"(default {defaults.min_client_ping_interval_s})",
+    )
+    limits.add_argument(
+        "--max-connection-idle-s",
+        type=float,
+        help="close connections with no RPC for this long, 0 = never "
+        f"(default {defaults.max_connection_idle_s})",
+    )
+    limits.add_argument(
+        "--max-connection-age-s",
+        type=float,
+        help="close every connection after this long (clients reconnect), 0 = never "
+        f"(default {defaults.max_connection_age_s})",
+    )
+    limits.add_argument(
+        "--max-connection-age-grace-s",
+        type=float,
+        help="then give its open calls this long to finish "
+        f"(default {defaults.max_connection_age_grace_s})",
     )
     ops.add_argument(
         "--shutdown-grace-s",
@@ -130,7 +220,9 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     embedded: EmbeddedData | None = None
     if settings.redis_url is None:
         embedded = EmbeddedData.start(settings.prefix, args.sample_practitioners)
-        settings = settings.with_overrides(redis_url=embedded.redis.url)
+        settings = settings.with_overrides(
+            redis_url=embedded.redis.url, trusted_keys=str(embedded.public_key)
+        )
     try:
         gateway = await start_gateway(settings)
         try:
@@ -201,12 +293,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_message_bytes=args.max_message_bytes,
             poll_interval_s=args.poll_interval_s,
             snapshot_cache_dir=args.snapshot_cache_dir,
+            audit_spool_dir=args.audit_spool_dir,
+            audit_failure_policy=args.audit_failure_policy,
+            audit_spool_retention_days=args.audit_spool_retention_days,
+            trusted_keys=args.trusted_keys,
+            allow_unsigned=args.allow_unsigned,
+            max_data_age_s=args.max_data_age_s,
             log_level=args.log_level,
             metrics_port=args.metrics_port,
             tls_cert_file=args.tls_cert_file,
             tls_key_file=args.tls_key_file,
             tls_client_ca_file=args.tls_client_ca_file,
             max_concurrent_rpcs=args.max_concurrent_rpcs,
+            max_open_streams=args.max_open_streams,
+            stream_window_bytes=args.stream_window_bytes,
+            keepalive_time_s=args.keepalive_time_s,
+            keepalive_timeout_s=args.keepalive_timeout_s,
+            min_client_ping_interval_s=args.min_client_ping_interval_s,
+            max_connection_idle_s=args.max_connection_idle_s,
+            max_connection_age_s=args.max_connection_age_s,
+            max_connection_age_grace_s=args.max_connection_age_grace_s,
             shutdown_grace_s=args.shutdown_grace_s,
             workers=args.workers,
         )

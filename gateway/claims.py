@@ -27,6 +27,8 @@ class LineLike(Protocol):
     def service_date(self) -> int: ...
     @property
     def emergency(self) -> bool: ...
+    @property
+    def amount_fen(self) -> int: ...
 
 
 class ClaimLike(Protocol):
@@ -149,6 +151,8 @@ def parse_claim(request: ClaimLike, *, max_lines: int, today_day: int) -> Parsed
             if cached is None:
                 cached = day_of[value] = parse_day(value, f"lines[{i}].service_date", today_day)
             day = cached
+        if line.amount_fen < 0:  # an amount claimed, never a refund or a credit
+            raise InvalidRequestError(f"lines[{i}].amount_fen", f"{line.amount_fen} is negative")
         code = line.prescriber_code
         key = key_of.get(code)
         if key is None:

@@ -22,6 +22,22 @@ When a block times out (``poll_interval_s``) the follower also compares
 it did not see (trimmed, or published while it was reconnecting) triggers the
 same reload.
 
+Trust: with a ``verifier`` (the loader's public keys, ``contract.signing``)
+a snapshot is swapped in only if its manifest is signed by a trusted key and
+every array matches the manifest's digest and the index's invariants; a
+change entry or overlay only if its signature covers it. A bad snapshot is
+remembered by its manifest and not downloaded again; a bad entry is skipped,
+logged and counted (``rejected``) and the stream followed on.
+
+Epochs: every publication belongs to a dataset epoch (``Keys.epoch``). Inside
+one epoch versions only go up; a snapshot of another epoch (Redis lost its
+data and was loaded again) is taken even with a lower version, loudly.
+
+The follower cannot die: every failure (any exception type) is logged once
+per distinct cause, counted (``errors`` by cause: redis, data, bug), and
+retried with exponential backoff; ``follower_up`` and ``last_error`` say
+how it is doing, for health details and metrics.
+
 Fail-static: on any Redis error the gateway keeps deciding from the index it
 holds, logs that the data is stale and since when (``stale_since``), and
 reconnects with exponential backoff; on success it catches up from its stream
@@ -43,9 +59,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from contract import reads
-from contract.changes import decode_arrays
+from contract.changes import ChangeEntry, SnapshotMarker, decode_entry
 from contract.errors import SnapshotError
-from contract.snapshot import Keys
+from contract.signing import Verifier
+from contract.snapshot import Keys, Manifest
 from gateway.index import Index, IndexHolder, LayeredIndex, StatusIndex
 from gateway.ops.disk_cache import SnapshotCache
 from gateway.ops.shared_index import SharedSnapshots
@@ -54,14 +71,23 @@ log = logging.getLogger(__name__)
 
 # Entries read per XREAD: a burst of changes is merged and swapped in once.
 _READ_COUNT = 500
+# Backoff after a data error (a bad snapshot, a reload that keeps failing):
+# long enough not to hammer Redis, short enough to catch a repaired publication.
+_MAX_DATA_BACKOFF_S = 30.0
+# Bad manifests remembered, so that a bad snapshot is not downloaded again.
+_BAD_MANIFESTS_KEPT = 16
 
 
 async def load_snapshot(
-    client: aioredis.Redis, keys: Keys, version: int, shared: SharedSnapshots | None = None
+    client: aioredis.Redis,
+    keys: Keys,
+    version: int,
+    shared: SharedSnapshots | None = None,
+    verifier: Verifier | None = None,
 ) -> StatusIndex:
-    """Read snapshot ``version`` from Redis and build its index (its arrays
-    mapped from ``shared``'s file when the gateway runs several workers)."""
-    snapshot = await reads.run_async(client, reads.snapshot_plan(keys, version))
+    """Read snapshot ``version`` from Redis, verified, and build its index (its
+    arrays mapped from ``shared``'s file when the gateway runs several workers)."""
+    snapshot = await reads.run_async(client, reads.snapshot_plan(keys, version, verifier))
     if snapshot is None:
         raise SnapshotError(f"snapshot {version} has no manifest under {keys.manifest(version)}")
     arrays = snapshot.arrays
@@ -70,16 +96,21 @@ async def load_snapshot(
     # created_at (publication time) rides in meta: metrics report the
     # snapshot's age from publication, not from when this gateway loaded it.
     manifest = snapshot.manifest
-    return StatusIndex(arrays, version, {**manifest.meta, "created_at": manifest.created_at})
+    meta = {**manifest.meta, "created_at": manifest.created_at, "epoch": manifest.epoch}
+    return StatusIndex(arrays, version, meta)
 
 
-async def load_overlay(client: aioredis.Redis, keys: Keys, base: StatusIndex) -> LayeredIndex:
+async def load_overlay(
+    client: aioredis.Redis, keys: Keys, base: StatusIndex, verifier: Verifier | None = None
+) -> LayeredIndex:
     """``base`` with the changes published on top of it so far (one ``HGETALL``).
 
     A snapshot published before live changes existed has no overlay hash: it
     is followed from the start of the stream (its changes carry its version).
     """
-    overlay = await reads.run_async(client, reads.overlay_plan(keys, base.version))
+    epoch = str(base.meta.get("epoch", ""))
+    plan = reads.overlay_plan(keys, base.version, epoch, verifier)
+    overlay = await reads.run_async(client, plan)
     return LayeredIndex(base, overlay.arrays, overlay.seq, overlay.stream_id or "0-0")
 
 
@@ -107,16 +138,33 @@ class _Reload(Exception):
     """The follower must reload: a newer snapshot, or it lost its place in the stream."""
 
 
+def _cause(exc: BaseException) -> str:
+    """The error counter's label: Redis unreachable, bad data, or a bug of ours."""
+    if isinstance(exc, RedisError | OSError):
+        return "redis"
+    if isinstance(exc, SnapshotError):
+        return "data"
+    return "bug"
+
+
+def _manifest_id(manifest: Manifest) -> tuple[int, str, str]:
+    """What identifies one publication of a version (a bad one is not read twice)."""
+    return (manifest.version, manifest.epoch, str(sorted(manifest.digests.items())))
+
+
 class SnapshotFollower:
     """Keeps ``holder`` on the newest snapshot plus every change published on top of it.
 
-    Attributes for health details and metrics (read-only for others):
-    ``redis_ok``, ``stale_since`` (Unix time Redis became unreachable, None
-    while reachable), ``source`` ("none", "redis" or "disk-cache": where the
-    held index came from), ``disk_cache_saved_at`` (ISO time the cached index
-    was saved, when started from it), ``changes_applied``, ``reloads``,
-    ``lost_place`` (reloads because entries were trimmed away),
-    ``change_lag_seconds`` (publication to enforcement of the last change).
+    Attributes for health details and metrics (read-only for others, see
+    ``gateway.ops.metrics.FollowerState``): ``redis_ok``, ``stale_since``
+    (Unix time Redis became unreachable, None while reachable), ``source``
+    ("none", "redis" or "disk-cache": where the held index came from),
+    ``disk_cache_saved_at``, ``changes_applied``, ``reloads``, ``lost_place``
+    (reloads because entries were trimmed away), ``change_lag_seconds``
+    (publication to enforcement of the last change), ``follower_up`` (the
+    last attempt to follow succeeded), ``last_error``, ``last_success`` (Unix
+    time), ``errors`` (by cause), ``rejected`` (data refused, by what),
+    ``epoch_changes``.
     """
 
     def __init__(
@@ -133,6 +181,8 @@ class SnapshotFollower:
         on_swap: Callable[[Index], Awaitable[None]] | None = None,
         cache: SnapshotCache | None = None,
         shared: SharedSnapshots | None = None,
+        verifier: Verifier | None = None,
+        max_data_age_s: float | None = None,
     ) -> None:
         self.client = client
         self.shared = shared
@@ -142,6 +192,8 @@ class SnapshotFollower:
         self.max_backoff_s = max_backoff_s
         self.on_swap = on_swap
         self.cache = cache
+        self.verifier = verifier
+        self.max_data_age_s = max_data_age_s
         self.redis_ok = False
         self.stale_since: float | None = None
         self.source = "none"
@@ -149,8 +201,18 @@ class SnapshotFollower:
         self.changes_applied = 0
         self.reloads = 0
         self.lost_place = 0
+        self.epoch_changes = 0
         self.change_lag_seconds: float | None = None
+        self.follower_up = False
+        self.last_error: str | None = None
+        self.last_success: float | None = None
+        self.errors: dict[str, int] = {"redis": 0, "data": 0, "bug": 0}
+        self.rejected: dict[str, int] = {"snapshot": 0, "change": 0, "overlay": 0}
         self._position = "0-0"
+        self._bad_manifests: list[tuple[int, str, str]] = []
+        self._refused_manifests: set[str] = set()
+        self._last_reload = 0.0
+        self._logged_error: str | None = None
         self._cache_task: asyncio.Task[None] | None = None
         self._cache_dirty = False
         self._tasks: set[asyncio.Future[None]] = set()
@@ -160,6 +222,19 @@ class SnapshotFollower:
         index = self.holder.current
         return index if isinstance(index, LayeredIndex) else None
 
+    @property
+    def held_epoch(self) -> str | None:
+        held = self.held
+        return None if held is None else str(held.meta.get("epoch", ""))
+
+    @property
+    def data_too_old(self) -> bool:
+        """Nothing confirmed with Redis for longer than ``max_data_age_s``."""
+        if self.max_data_age_s is None or self.held is None:
+            return False
+        confirmed = self.last_success
+        return confirmed is None or time.time() - confirmed > self.max_data_age_s
+
     def health_details(self) -> dict[str, Any]:
         """The facts for health details and logs: versions, staleness, where the data came from."""
         held = self.held
@@ -167,34 +242,56 @@ class SnapshotFollower:
             "snapshot_version": held.snapshot_version if held else 0,
             "change_seq": held.change_seq if held else 0,
             "index_version": self.holder.version,
+            "epoch": self.held_epoch,
             "source": self.source,
             "redis_ok": self.redis_ok,
             "stale": not self.redis_ok,
             "stale_since": self.stale_since,
+            "follower_up": self.follower_up,
+            "last_error": self.last_error,
+            "data_too_old": self.data_too_old,
             "disk_cache_saved_at": self.disk_cache_saved_at,
             "changes_applied": self.changes_applied,
             "reloads": self.reloads,
             "lost_place": self.lost_place,
+            "rejected": dict(self.rejected),
         }
 
     async def refresh(self) -> bool:
-        """Load the current snapshot and its overlay if newer than what is held."""
-        version = await reads.run_async(self.client, reads.current_version_plan(self.keys))
+        """Load the current snapshot and its overlay if it is to replace what is held:
+        newer in the same epoch, or of another epoch (Redis lost or replaced its data)."""
+        version, epoch = await reads.run_async(self.client, reads.current_and_epoch_plan(self.keys))
         held = self.held
-        if version is None or (held is not None and version < held.snapshot_version):
-            if held is not None and version is not None:
-                log.warning(
-                    "Redis has an older snapshot than the one held; keeping the held one",
-                    extra={"redis_version": version, "index_version": held.version},
-                )
+        if version is None:
+            return False
+        new_epoch = held is not None and epoch != self.held_epoch
+        if held is not None and not new_epoch and version < held.snapshot_version:
+            self._note_once(
+                f"redis has snapshot {version}, older than the held "
+                f"{held.snapshot_version} in the same epoch; keeping the held one",
+                level=logging.WARNING,
+            )
             return False
         started = time.perf_counter()
-        if held is not None and held.snapshot_version == version:
+        if held is not None and not new_epoch and held.snapshot_version == version:
             base = held.base  # the same snapshot: only the overlay is re-read
         else:
-            base = await load_snapshot(self.client, self.keys, version, self.shared)
-        index = await load_overlay(self.client, self.keys, base)
-        installed = await self._install(index)
+            base = await self._load_verified(version)
+        index = await load_overlay(self.client, self.keys, base, self.verifier)
+        if new_epoch:
+            assert held is not None
+            self.epoch_changes += 1
+            log.warning(
+                "the dataset's epoch changed (Redis lost or replaced its data): taking its "
+                "current snapshot although its version may be lower",
+                extra={
+                    "held_epoch": self.held_epoch,
+                    "epoch": epoch,
+                    "held_index_version": held.version,
+                    "index_version": index.version,
+                },
+            )
+        installed = await self._install(index, force=new_epoch)
         if installed or (held is not None and held.version == index.version):
             # Redis confirms what is held: follow from the stream position it gives.
             self._position = index.stream_id
@@ -209,6 +306,7 @@ class SnapshotFollower:
                 "index_version": index.version,
                 "snapshot_version": version,
                 "change_seq": index.change_seq,
+                "epoch": epoch,
                 "practitioners": len(index),
                 "index_bytes": index.nbytes,
                 "load_s": round(time.perf_counter() - started, 3),
@@ -216,12 +314,76 @@ class SnapshotFollower:
         )
         return True
 
+    async def _load_verified(self, version: int) -> StatusIndex:
+        """Snapshot ``version``, verified; a bad one is remembered by its manifest and
+        not downloaded again. With nothing held yet, fall back to the newest older
+        version still kept that verifies (a new gateway must be able to start)."""
+        try:
+            return await self._load_one(version)
+        except SnapshotError as exc:
+            if self.held is not None:
+                raise
+            for older in await self._kept_versions(below=version):
+                try:
+                    base = await self._load_one(older)
+                except SnapshotError as older_exc:
+                    log.warning(
+                        "an older snapshot is unusable too",
+                        extra={"snapshot_version": older, "error": str(older_exc)[:300]},
+                    )
+                    continue
+                log.warning(
+                    "the current snapshot is unusable: starting from the newest older one "
+                    "that verifies (stale until a good one is published)",
+                    extra={"current": version, "snapshot_version": older, "error": str(exc)},
+                )
+                return base
+            raise
+
+    async def _load_one(self, version: int) -> StatusIndex:
+        plan = reads.manifest_plan(self.keys, version, self.verifier)
+        try:
+            manifest = await reads.run_async(self.client, plan)
+        except SnapshotError as exc:
+            if str(exc) not in self._refused_manifests:  # each refusal counted once
+                self._refused_manifests = {*list(self._refused_manifests)[-15:], str(exc)}
+                self.rejected["snapshot"] += 1
+            raise
+        if manifest is None:
+            raise SnapshotError(f"snapshot {version} has no manifest (its keys are gone)")
+        ident = _manifest_id(manifest)
+        if ident in self._bad_manifests:
+            raise SnapshotError(f"snapshot {version} was refused before; not downloading it again")
+        try:
+            return await load_snapshot(self.client, self.keys, version, self.shared, self.verifier)
+        except SnapshotError:
+            self.rejected["snapshot"] += 1
+            self._bad_manifests = [*self._bad_manifests[-_BAD_MANIFESTS_KEPT + 1 :], ident]
+            raise
+
+    async def _kept_versions(self, below: int) -> list[int]:
+        """Versions below ``below`` whose manifest is still in Redis, newest first."""
+        found: set[int] = set()
+        async for key in self.client.scan_iter(
+            match=f"{self.keys.prefix}:snapshot:*:manifest", count=1000
+        ):
+            text = key.decode() if isinstance(key, bytes) else str(key)
+            version = self.keys.version_of(text)
+            if version is not None and version < below:
+                found.add(version)
+        return sorted(found, reverse=True)
+
     async def run(self) -> None:
-        """Follow snapshots and changes until cancelled; never raises on Redis errors."""
+        """Follow snapshots and changes until cancelled. Never raises anything but
+        ``CancelledError``: every failure is logged once per cause, counted and
+        retried with backoff (fail-static meanwhile)."""
         backoff = 0.05
+        reload_backoff = 0.0
         while True:
             _raise_if_cancelling()
             try:
+                if reload_backoff:
+                    await asyncio.sleep(reload_backoff)  # reloads in a row back off too
                 await self.refresh()
                 self._mark_ok()
                 backoff = 0.05
@@ -235,13 +397,41 @@ class SnapshotFollower:
                 raise
             except _Reload as reason:
                 self.reloads += 1
-                log.info("reloading", extra={"reason": str(reason)})
-            except (RedisError, OSError, SnapshotError) as exc:
-                self._mark_stale(exc)
-                if self.holder.current is None:
-                    self._start_from_disk_cache()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.max_backoff_s)
+                now = time.monotonic()
+                # A reload within a second of the last one (a gap that keeps
+                # coming back, junk at the next sequence number): back off.
+                if now - self._last_reload < 1.0:
+                    reload_backoff = min(max(reload_backoff * 2, 0.05), self.max_backoff_s)
+                    self._note_once(
+                        "reloading repeatedly",
+                        level=logging.WARNING,
+                        exc=SnapshotError(str(reason)),
+                    )
+                else:
+                    reload_backoff = 0.0
+                    log.info("reloading", extra={"reason": str(reason)})
+                self._last_reload = now
+            except Exception as exc:
+                cause = _cause(exc)
+                self.errors[cause] += 1
+                self.follower_up = False
+                self.last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                if cause == "redis":
+                    self._mark_stale(exc)
+                    if self.holder.current is None:
+                        self._start_from_disk_cache()
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self.max_backoff_s)
+                else:
+                    self._note_once(
+                        "following Redis failed; deciding from the held index meanwhile",
+                        level=logging.ERROR,
+                        exc=exc,
+                    )
+                    if self.holder.current is None:
+                        self._start_from_disk_cache()
+                    await asyncio.sleep(backoff)
+                    backoff = min(max(backoff * 2, 0.5), _MAX_DATA_BACKOFF_S)
 
     async def follow(self) -> None:
         """Apply the stream's entries as they come; return or raise ``_Reload`` to reload."""
@@ -264,31 +454,44 @@ class SnapshotFollower:
         assert held is not None
         index = held
         lag: float | None = None
+        epoch = self.held_epoch
         for entry_id, fields in entries:
-            kind = fields.get(b"kind")
-            if kind == b"snapshot":
-                if int(fields[b"version"]) > index.snapshot_version:
+            what = f"change-stream entry {entry_id.decode('ascii', 'replace')}"
+            try:
+                entry = decode_entry(fields, what, self.verifier)
+            except SnapshotError as exc:
+                # Not ours (junk, a forgery, another epoch's): skip it, say so,
+                # and follow on: the real change with this number may follow.
+                self.rejected["change"] += 1
+                log.error("change-stream entry refused", extra={"error": str(exc)[:300]})
+                self._position = entry_id.decode()
+                continue
+            if isinstance(entry, SnapshotMarker):
+                if entry.version != index.snapshot_version:
                     self._swap_now(index)
-                    raise _Reload(f"snapshot {int(fields[b'version'])} published")
-            elif kind == b"change":
-                base, seq = int(fields[b"base"]), int(fields[b"seq"])
-                if base > index.snapshot_version:
+                    raise _Reload(f"snapshot {entry.version} published")
+            elif isinstance(entry, ChangeEntry):
+                if entry.epoch != epoch:
+                    if entry.base >= index.snapshot_version:
+                        self._swap_now(index)
+                        raise _Reload(f"a change of another dataset epoch ({entry.epoch})")
+                elif entry.base > index.snapshot_version:
                     self._swap_now(index)
-                    raise _Reload(f"a change on top of snapshot {base}, newer than the held one")
-                if base == index.snapshot_version and seq > index.change_seq:
-                    if seq != index.change_seq + 1:
+                    raise _Reload(
+                        f"a change on top of snapshot {entry.base}, newer than the held one"
+                    )
+                elif entry.base == index.snapshot_version and entry.seq > index.change_seq:
+                    if entry.seq != index.change_seq + 1:
                         self.lost_place += 1
                         self._swap_now(index)
                         raise _Reload(
-                            f"lost place in the change stream: change {seq} follows "
+                            f"lost place in the change stream: change {entry.seq} follows "
                             f"{index.change_seq} (entries were trimmed)"
                         )
-                    change = decode_arrays(fields, f"change {base}.{seq} ({entry_id.decode()})")
-                    index = index.with_change(change, seq, entry_id.decode())
+                    index = index.with_change(entry.arrays, entry.seq, entry_id.decode())
                     self.changes_applied += 1
-                    published_ns = int(fields.get(b"published_at_ns", b"0"))
-                    if published_ns:
-                        lag = max(time.time_ns() - published_ns, 0) / 1e9
+                    if entry.published_at_ns:
+                        lag = max(time.time_ns() - entry.published_at_ns, 0) / 1e9
             self._position = entry_id.decode()
         self._swap_now(index)
         if lag is not None:
@@ -306,9 +509,9 @@ class SnapshotFollower:
         held = self.held
         assert held is not None
         place = reads.place_plan(self.keys, held.snapshot_version)
-        current, seq = await reads.run_async(self.client, place)
-        if current is not None and current > held.snapshot_version:
-            raise _Reload(f"snapshot {current} is current")
+        current, seq, epoch = await reads.run_async(self.client, place)
+        if current is not None and (current > held.snapshot_version or epoch != self.held_epoch):
+            raise _Reload(f"snapshot {current} (epoch {epoch}) is current")
         if seq > held.change_seq:
             # Published just now, or trimmed away: a non-blocking read tells.
             entries = _entries(
@@ -320,8 +523,8 @@ class SnapshotFollower:
                 self.lost_place += 1
                 raise _Reload(f"lost place in the change stream: change {seq} not in it")
 
-    async def _install(self, index: LayeredIndex) -> bool:
-        if not self.holder.swap(index):
+    async def _install(self, index: LayeredIndex, *, force: bool = False) -> bool:
+        if not self.holder.swap(index, force=force):
             return False
         if self.on_swap is not None:
             await self.on_swap(index)
@@ -386,8 +589,24 @@ class SnapshotFollower:
     def _mark_ok(self) -> None:
         if not self.redis_ok:
             log.info("redis reachable", extra=self._log_facts())
+        if not self.follower_up and self._logged_error is not None:
+            log.info("following Redis again", extra={"last_error": self.last_error})
         self.redis_ok = True
         self.stale_since = None
+        self.follower_up = True
+        self.last_success = time.time()
+        self._logged_error = None
+
+    def _note_once(self, msg: str, *, level: int, exc: BaseException | None = None) -> None:
+        """Log ``msg`` once per distinct cause until following succeeds again."""
+        cause = f"{msg}|{type(exc).__name__}|{str(exc)[:120]}" if exc else msg
+        if cause == self._logged_error:
+            return
+        self._logged_error = cause
+        extra: dict[str, Any] = {"index_version": self.holder.version}
+        if exc is not None:
+            extra["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        log.log(level, msg, extra=extra, exc_info=_cause(exc) == "bug" if exc else False)
 
     def _mark_stale(self, exc: Exception) -> None:
         if self.redis_ok or self.stale_since is None:

@@ -444,9 +444,10 @@ class IndexHolder:
     def version(self) -> int:
         return self.current.version if self.current is not None else 0
 
-    def swap(self, index: Index) -> bool:
-        """Install ``index`` if it is newer than the current one (versions only go up)."""
-        if self.current is not None and index.version <= self.current.version:
+    def swap(self, index: Index, *, force: bool = False) -> bool:
+        """Install ``index`` if it is newer than the current one (versions only go up
+        inside a dataset epoch; ``force``: a new epoch, whatever its version)."""
+        if not force and self.current is not None and index.version <= self.current.version:
             return False
         self.current = index
         return True

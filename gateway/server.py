@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -15,23 +16,30 @@ from grpc_health.v1 import _async as health_aio  # what grpc_health.v1.health.ai
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from contract.signing import Verifier
 from contract.snapshot import Keys
 from gateway.decide import Policy
 from gateway.feed import SnapshotFollower
 from gateway.index import Index, IndexHolder
-from gateway.ops.audit import OverrideAudit
+from gateway.ops.audit import OverrideAudit, spool_dir_for
 from gateway.ops.disk_cache import SnapshotCache
 from gateway.ops.interceptors import ObservabilityInterceptor
+from gateway.ops.limits import LimitsInterceptor
 from gateway.ops.metrics import GatewayMetrics
 from gateway.ops.shared_index import SharedSnapshots
+from gateway.ops.spool import Spool
 from gateway.ops.tls import server_credentials
 from gateway.servicer import EligibilityServicer, add_servicer_to_server
-from gateway.settings import Settings
+from gateway.settings import Settings, trusted_key_files
 from proto.eligibility.v1 import eligibility_pb2 as pb
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EligibilityGateway"].full_name
+# Health of the override audit's spool, under its own name (grpc health
+# Check with service=AUDIT_HEALTH_NAME): NOT_SERVING while it cannot be
+# written. The overall status stays SERVING: claims are still decided.
+AUDIT_HEALTH_NAME = "eligibility.v1.OverrideAudit"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -66,11 +74,17 @@ class Gateway:
             log.error("background tasks did not stop", extra={"tasks": len(stuck)})
         try:
             await self.audit.flush()
-        except Exception as exc:  # Redis gone at shutdown: say what is lost
+        except Exception as exc:  # Redis gone at shutdown: the spool keeps them
             log.warning(
                 "override audit records not written at shutdown",
-                extra={"pending": len(self.audit.pending), "error": str(exc)[:200]},
+                extra={
+                    "pending": len(self.audit.pending),
+                    "spool_pending": self.audit.spool_pending,
+                    "spool": str(self.audit.spool_dir),
+                    "error": str(exc)[:200],
+                },
             )
+        self.audit.close()
         await self.redis.aclose()
         if self.metrics is not None:
             self.metrics.close()
@@ -82,17 +96,31 @@ def build_server(
     audit: OverrideAudit,
     metrics: GatewayMetrics | None = None,
 ) -> tuple[grpc.aio.Server, health_aio.HealthServicer, int]:
-    options = [
+    backstop = rpc_backstop(settings)
+    options: list[tuple[str, int]] = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
+        # One connection cannot open more streams than the server serves at once.
+        ("grpc.max_concurrent_streams", backstop),
+        *connection_options(settings),
     ]
     if settings.workers > 1:  # every worker binds the same port (gateway.ops.workers)
         options.append(("grpc.so_reuseport", 1))
+    limits = LimitsInterceptor(
+        max_concurrent_rpcs=settings.max_concurrent_rpcs,
+        max_open_streams=settings.max_open_streams,
+        max_response_bytes=settings.max_message_bytes,
+    )
     server = grpc.aio.server(
         options=options,
-        # Beyond this many RPCs at once, new ones get RESOURCE_EXHAUSTED at once.
-        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
-        interceptors=[ObservabilityInterceptor(metrics)] if metrics is not None else None,
+        # Only a backstop: gateway.ops.limits refuses unary calls and streams
+        # first, each kind within its own limit, so this is reached only by
+        # health checks beyond HEALTH_HEADROOM at once.
+        maximum_concurrent_rpcs=backstop,
+        # Metrics outermost: they see the calls the limits refuse.
+        interceptors=(
+            [ObservabilityInterceptor(metrics), limits] if metrics is not None else [limits]
+        ),
     )
     servicer = EligibilityServicer(
         holder,
@@ -121,18 +149,85 @@ def build_server(
     return server, health_servicer, port
 
 
+# Health checks at once beyond the unary and stream limits before gRPC's own
+# limit refuses anything (a probe every few seconds needs one).
+HEALTH_HEADROOM = 100
+
+
+def rpc_backstop(settings: Settings) -> int:
+    """gRPC's global RPC limit, above the sum of ours (gateway.ops.limits)."""
+    return settings.max_concurrent_rpcs + settings.max_open_streams + HEALTH_HEADROOM
+
+
+def connection_options(settings: Settings) -> list[tuple[str, int]]:
+    """Keepalive, connection idle/age limits and per-stream flow control, as
+    core channel args (grpc include/grpc/impl/channel_arg_names.h)."""
+
+    def ms(seconds: float) -> int:
+        return min(round(seconds * 1000), 2**31 - 1)
+
+    options = [
+        ("grpc.keepalive_time_ms", ms(settings.keepalive_time_s)),
+        ("grpc.keepalive_timeout_ms", ms(settings.keepalive_timeout_s)),
+        # Client keepalive pings are accepted this often, with or without calls
+        # open; faster ones count as strikes and end in GOAWAY (too_many_pings).
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", ms(settings.min_client_ping_interval_s)),
+        # Flow control: a stream reads ahead at most stream_window_bytes of
+        # requests. With BDP probing on, gRPC grew the window to ~4 MB per
+        # stream on loopback, and 250 streams whose client never read their
+        # answers held 1.1 GB (issue 11). The handler asks for the next request
+        # only after gRPC has sent the last answer, so a client that does not
+        # read stops the stream there (bench/stream_pressure.py).
+        ("grpc.http2.bdp_probe", 0),
+        ("grpc.http2.lookahead_bytes", settings.stream_window_bytes),
+    ]
+    if settings.max_connection_idle_s:
+        options.append(("grpc.max_connection_idle_ms", ms(settings.max_connection_idle_s)))
+    if settings.max_connection_age_s:
+        options.append(("grpc.max_connection_age_ms", ms(settings.max_connection_age_s)))
+        grace = settings.max_connection_age_grace_s
+        options.append(("grpc.max_connection_age_grace_ms", ms(grace) if grace else 2**31 - 1))
+    return options
+
+
 async def start_gateway(settings: Settings) -> Gateway:
     """Start serving; health says SERVING once the first index is loaded."""
     if settings.redis_url is None:
         raise ValueError("redis_url: start_gateway needs a Redis URL")
+    verifier = _verifier(settings)
     client = aioredis.Redis.from_url(settings.redis_url, socket_keepalive=True)
     keys = Keys(settings.prefix)
     holder = IndexHolder()
-    audit = OverrideAudit(client, keys.overrides)
+    spool_dir, temporary = spool_dir_for(settings.audit_spool_dir, settings.snapshot_cache_dir)
+    spool = Spool(spool_dir, retention_s=settings.audit_spool_retention_days * 86400)
+    audit = OverrideAudit(
+        client,
+        keys.overrides,
+        spool=spool,
+        failure_policy=settings.audit_failure_policy,
+        temporary_spool=temporary,
+    )
+    log.info(
+        "override audit spool",
+        extra={
+            "spool": str(spool.lane),
+            "chain": spool.chain_id,
+            "undrained": spool.pending,
+            "temporary": temporary,
+            "failure_policy": settings.audit_failure_policy,
+        },
+    )
     metrics = GatewayMetrics(holder, audit=audit)
     server, health_servicer, port = build_server(settings, holder, audit, metrics)
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, NOT_SERVING)
+    await health_servicer.set(AUDIT_HEALTH_NAME, SERVING)
+
+    async def audit_health(ok: bool) -> None:
+        await health_servicer.set(AUDIT_HEALTH_NAME, SERVING if ok else NOT_SERVING)
+
+    audit.on_spool_state = audit_health
 
     async def serving(index: Index) -> None:
         metrics.index_swapped(index)
@@ -153,17 +248,57 @@ async def start_gateway(settings: Settings) -> Gateway:
         shared=(
             SharedSnapshots(settings.shared_snapshot_dir) if settings.shared_snapshot_dir else None
         ),
+        verifier=verifier,
+        max_data_age_s=settings.max_data_age_s,
     )
     metrics.state.follower = follower
+    metrics.state.unsigned_allowed = verifier is None
     if settings.metrics_port:
         metrics_port = metrics.serve(settings.host, settings.metrics_port)
         log.info("metrics listening", extra={"metrics_port": metrics_port})
     await server.start()
-    tasks = [asyncio.create_task(follower.run()), asyncio.create_task(audit.run())]
+    tasks = [
+        asyncio.create_task(supervised("snapshot follower", follower.run)),
+        asyncio.create_task(audit.run()),
+    ]
     log.info("gateway listening", extra={"port": port, "prefix": settings.prefix})
     return Gateway(
         settings, server, port, holder, health_servicer, follower, audit, client, tasks, metrics
     )
+
+
+def _verifier(settings: Settings) -> Verifier | None:
+    """The loader's public keys; None only when told ``--allow-unsigned``."""
+    files = trusted_key_files(settings)
+    if files:
+        verifier = Verifier.from_files(files)
+        log.info("verifying published data", extra={"trusted_key_ids": sorted(verifier.keys)})
+        return verifier
+    if not settings.allow_unsigned:
+        raise ValueError(
+            "trusted_keys: no public key of the loader given (--trusted-keys FILE or "
+            "ELIG_TRUSTED_KEYS); without one, anyone who can write to Redis decides who is "
+            "paid. Start with --allow-unsigned only on a trusted test setup."
+        )
+    log.warning(
+        "allow_unsigned: published data is NOT verified; anyone who can write to Redis "
+        "decides who is paid (metric eligibility_unsigned_data_allowed = 1)"
+    )
+    return None
+
+
+async def supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:
+    """Run a long-lived task for ever: if it ever returns or raises (it is not
+    meant to), log it and start it again after a pause."""
+    while True:
+        try:
+            await run()
+            log.error("%s returned; restarting it", name)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s died; restarting it", name)
+        await asyncio.sleep(1.0)
 
 
 async def wait_until_loaded(gateway: Gateway, timeout_s: float | None) -> Index:

@@ -16,12 +16,14 @@ from contract import codes
 from contract.days import DAY_NONE, DateError, day_to_yyyymmdd, today_day, yyyymmdd_to_day
 from contract.domain import Decision, Status
 from contract.errors import (
+    BuildError,
     ChangeNotPublishedError,
     EligibilityError,
     IndexNotLoadedError,
     InvalidCodeError,
     InvalidRequestError,
     LoadError,
+    SignatureError,
     SnapshotError,
     StalePublishError,
 )
@@ -57,7 +59,9 @@ STATUS_FOR_ERROR: tuple[tuple[type[EligibilityError], grpc.StatusCode], ...] = (
     (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
     (InvalidCodeError, grpc.StatusCode.INVALID_ARGUMENT),
     (IndexNotLoadedError, grpc.StatusCode.UNAVAILABLE),
+    (SignatureError, grpc.StatusCode.UNAVAILABLE),
     (SnapshotError, grpc.StatusCode.UNAVAILABLE),
+    (BuildError, grpc.StatusCode.INTERNAL),
     (StalePublishError, grpc.StatusCode.FAILED_PRECONDITION),
     (ChangeNotPublishedError, grpc.StatusCode.FAILED_PRECONDITION),
     (LoadError, grpc.StatusCode.FAILED_PRECONDITION),
@@ -72,8 +76,25 @@ def status_for(exc: EligibilityError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+class OverrideCommit(Protocol):
+    """A claim's override records on their way to durable storage
+    (``gateway.ops.audit.OverrideTicket``)."""
+
+    @property
+    def line_indexes(self) -> Sequence[int]: ...
+
+    async def wait(self) -> bool:
+        """True once the records are stored (the lines may be paid); False
+        when they cannot be and the lines must be rejected instead."""
+        ...
+
+    def undelivered(self, why: str) -> None:
+        """The answer carrying these overrides did not reach the client."""
+
+
 class OverrideSink(Protocol):
-    """Where emergency overrides go for review; must not block."""
+    """Where emergency overrides go for review; must not block: the commit it
+    may return is awaited by the async handler, not the decision path."""
 
     def record(
         self,
@@ -82,7 +103,20 @@ class OverrideSink(Protocol):
         line_indexes: Sequence[int],
         decisions: Decisions,
         index_version: int,
-    ) -> None: ...
+    ) -> OverrideCommit | None: ...
+
+
+async def audited(
+    response: pb.CheckClaimResponse, commit: OverrideCommit | None
+) -> pb.CheckClaimResponse:
+    """Hold the answer until its overrides are stored (SPEC §4 rule 5: no
+    override paid unaudited); lines that cannot be are answered REJECT with
+    the reason they would have overridden (SUSPENDED / TERMINATED)."""
+    if commit is not None and not await commit.wait():
+        for i in commit.line_indexes:
+            response.lines[i].decision = REJECT  # type: ignore[assignment]
+        response.rejected_lines += len(commit.line_indexes)
+    return response
 
 
 class ClaimObserver(Protocol):
@@ -167,10 +201,17 @@ class EligibilityServicer(pb_grpc.EligibilityGatewayServicer):
         self, request: pb.CheckClaimRequest, context: Context
     ) -> pb.CheckClaimResponse:
         try:
-            return self.check_claim(request)
+            response, commit = self.decide_claim(request)
         except EligibilityError as exc:
             await context.abort(status_for(exc), str(exc))
             raise  # unreachable: abort raises
+        if commit is not None:
+            # Cancelled or past its deadline before the answer went out: say so.
+            # (the stubs type the callback as a class, not a function)
+            context.add_done_callback(
+                lambda ctx: commit.undelivered("cancelled") if ctx.cancelled() else None  # type: ignore[arg-type]
+            )
+        return await audited(response, commit)
 
     async def CheckClaims(
         self,
@@ -180,14 +221,20 @@ class EligibilityServicer(pb_grpc.EligibilityGatewayServicer):
         position = 0
         async for request in request_iterator:
             try:
-                response = self.check_claim(request)
+                response, commit = self.decide_claim(request)
             except EligibilityError as exc:
                 claim_id = "" if isinstance(request, UndecodableRequest) else request.claim_id[:64]
                 await context.abort(
                     status_for(exc), f"request {position} (claim_id {claim_id!r}): {exc}"
                 )
                 raise
-            yield response
+            try:
+                # Resumed only once gRPC has sent the answer (it asks for the next).
+                yield await audited(response, commit)
+            except BaseException:
+                if commit is not None:
+                    commit.undelivered("cancelled")
+                raise
             position += 1
 
     async def GetPractitionerStatus(
@@ -206,7 +253,14 @@ class EligibilityServicer(pb_grpc.EligibilityGatewayServicer):
         return index
 
     def check_claim(self, request: pb.CheckClaimRequest) -> pb.CheckClaimResponse:
-        """Decide one claim (the body of CheckClaim and of each stream message)."""
+        """Decide one claim, not waiting for its override records to be stored."""
+        return self.decide_claim(request)[0]
+
+    def decide_claim(
+        self, request: pb.CheckClaimRequest
+    ) -> tuple[pb.CheckClaimResponse, OverrideCommit | None]:
+        """Decide one claim (the body of CheckClaim and of each stream message);
+        with overrides, also the commit of their records to await before answering."""
         if isinstance(request, UndecodableRequest):
             raise request.error()
         index = self._index()
@@ -237,12 +291,13 @@ class EligibilityServicer(pb_grpc.EligibilityGatewayServicer):
             request.lines, decision, decisions.reason.tolist(), status, until, strict=True
         ):
             add(line_id=line.line_id, decision=d, reason=r, status=s, status_until=u)
+        commit = None
         if OVERRIDE in decision:
             overridden = [i for i, d in enumerate(decision) if d == OVERRIDE]
-            self.overrides.record(request, claim, overridden, decisions, index.version)
+            commit = self.overrides.record(request, claim, overridden, decisions, index.version)
         if self.observer is not None:
             self.observer.observe_claim(request, claim.pharmacy, decisions)
-        return response
+        return response, commit
 
     def _decide(
         self, index: Index, claim: ParsedClaim, institution_id: int, principal_ok: bool

@@ -30,7 +30,24 @@ class Settings:
     # Directory where the last loaded index is saved, to start from it when
     # Redis is down at start (gateway.ops.disk_cache); None = no disk cache.
     snapshot_cache_dir: str | None = None
+    # Emergency-override audit (gateway.ops.audit, gateway.ops.spool): the local
+    # spool every override is fsynced to before its answer leaves; None =
+    # snapshot_cache_dir/audit-spool, or a temporary directory without one.
+    audit_spool_dir: str | None = None
+    # When the spool cannot be written: "reject" the override lines (REJECT
+    # with the reason overridden) or "pay" them audited in memory only.
+    audit_failure_policy: str = "reject"
+    # Spool segments already in Redis are kept this long (refill after an erase).
+    audit_spool_retention_days: float = 30.0
     log_level: str = "INFO"
+    # Data integrity (contract.signing): the loader's public keys (PEM files,
+    # comma-separated; several while a key is rotated). Without any the
+    # gateway refuses to start unless allow_unsigned is set (logged, metric).
+    trusted_keys: str | None = None
+    allow_unsigned: bool = False
+    # Health details, metrics and an alert say the data is too old when the
+    # follower has confirmed nothing with Redis for this long.
+    max_data_age_s: float = 300.0
     # Operations (gateway.ops.metrics, gateway.ops.tls, graceful shutdown).
     # Prometheus /metrics on this HTTP port (on `host`); None or 0 = off.
     metrics_port: int | None = None
@@ -39,8 +56,27 @@ class Settings:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_client_ca_file: str | None = None
-    # RPCs in progress at once (a stream counts as one); more get RESOURCE_EXHAUSTED.
+    # Unary RPCs in progress at once; more get RESOURCE_EXHAUSTED (gateway.ops.limits).
+    # Open streams and health checks never take these slots.
     max_concurrent_rpcs: int = 1000
+    # Streams (CheckClaims, reflection) open at once; more get RESOURCE_EXHAUSTED.
+    max_open_streams: int = 100
+    # Per stream, request bytes read ahead of the handler (HTTP/2 window; BDP
+    # auto-growth off). A stream whose client does not read its answers holds
+    # about this much: 64 KiB, not the ~4 MB the grown window allowed.
+    stream_window_bytes: int = 64 * 1024
+    # Connections: ping an idle client this often, and drop it when the ping is
+    # not answered within the timeout (dead peers, half-open TCP).
+    keepalive_time_s: float = 60.0
+    keepalive_timeout_s: float = 20.0
+    # Clients may ping at most this often (their keepalive); faster = GOAWAY.
+    min_client_ping_interval_s: float = 10.0
+    # Close connections with no RPC for this long; close every connection after
+    # max age (spreads clients over new pods), open RPCs getting the grace to
+    # finish. 0 = no limit.
+    max_connection_idle_s: float = 300.0
+    max_connection_age_s: float = 3600.0
+    max_connection_age_grace_s: float = 300.0
     # On SIGTERM: NOT_SERVING at once, then in-flight calls get this long to finish.
     shutdown_grace_s: float = 10.0
     # Worker processes serving the one port (gateway.ops.workers; SO_REUSEPORT).
@@ -81,11 +117,42 @@ class Settings:
             raise ValueError("tls_client_ca_file: mutual TLS needs tls_cert_file and tls_key_file")
         if self.max_concurrent_rpcs < 1:
             raise ValueError(f"max_concurrent_rpcs: {self.max_concurrent_rpcs} must be >= 1")
+        if self.max_open_streams < 1:
+            raise ValueError(f"max_open_streams: {self.max_open_streams} must be >= 1")
+        if not 16 * 1024 <= self.stream_window_bytes <= 2**31 - 1:
+            raise ValueError(
+                f"stream_window_bytes: {self.stream_window_bytes} must be in 16384..2147483647"
+            )
+        for name in ("keepalive_time_s", "keepalive_timeout_s", "min_client_ping_interval_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: {getattr(self, name)} must be > 0")
+        for name in (
+            "max_connection_idle_s",
+            "max_connection_age_s",
+            "max_connection_age_grace_s",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: {getattr(self, name)} must be >= 0 (0 = no limit)")
+        if self.max_data_age_s <= 0:
+            raise ValueError(f"max_data_age_s: {self.max_data_age_s} must be > 0")
+        if self.audit_failure_policy not in ("reject", "pay"):
+            raise ValueError(
+                f"audit_failure_policy: {self.audit_failure_policy!r} is not reject or pay"
+            )
+        if self.audit_spool_retention_days < 0:
+            raise ValueError(
+                f"audit_spool_retention_days: {self.audit_spool_retention_days} must be >= 0"
+            )
         if self.workers < 1:
             raise ValueError(f"workers: {self.workers} must be >= 1")
         if self.shutdown_grace_s < 0:
             raise ValueError(f"shutdown_grace_s: {self.shutdown_grace_s} must be >= 0")
         return self
+
+
+def trusted_key_files(settings: Settings) -> list[str]:
+    """The files of ``trusted_keys`` (comma-separated)."""
+    return [p.strip() for p in (settings.trusted_keys or "").split(",") if p.strip()]
 
 
 def _parse(key: str, raw: str, type_name: Any) -> Any:

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 from contract.codes import decode_practitioner
 from contract.days import DAY_NONE, MAX_DAY
 from contract.domain import Status
+from contract.errors import BuildError
 from contract.snapshot import DAY_BITS, Arrays, validate_arrays
 from loader.registry import Registry
 from loader.timeline import StatusChange
@@ -44,7 +45,7 @@ def build_arrays(
 
     ``timelines`` and ``points`` are keyed by practitioner key
     (``contract.codes``); each list must be in strictly increasing day order.
-    Raises ``ValueError`` naming the practitioner for a key absent from the
+    Raises ``BuildError`` naming the practitioner for a key absent from the
     registry or a malformed timeline.
     """
     arrays = _registrations(registry)
@@ -125,14 +126,14 @@ def _change_points(
     known[known] = prac_codes[rows[known]] == keys[known]
     if not known.all():
         code = decode_practitioner(int(keys[np.flatnonzero(~known)[0]]))
-        raise ValueError(f"{what} timeline for {code}, who is not in the registry")
+        raise BuildError(f"{what} timeline for {code}, who is not in the registry")
     flat_rows: list[int] = []
     flat_points: list[tuple[int, ...]] = []
     for (key, changes), row in zip(timelines.items(), rows.tolist(), strict=True):
         previous = -1
         for point in changes:
             if not previous < point[0] <= MAX_DAY:
-                raise ValueError(
+                raise BuildError(
                     f"{what} timeline for {decode_practitioner(key)}: day {point[0]} is not "
                     f"after {previous} and within 0..{MAX_DAY}"
                 )
@@ -149,7 +150,7 @@ def _change_points(
         value = table[order, column]
         info = np.iinfo(dtype)
         if len(value) and (value.min() < info.min or value.max() > info.max):
-            raise ValueError(f"{what} value out of range for {np.dtype(dtype)}")
+            raise BuildError(f"{what} value out of range for {np.dtype(dtype)}")
         values.append(value.astype(np.dtype(dtype).newbyteorder("<")))
     return point_keys[order].astype("<u8", copy=False), tuple(values)
 
@@ -158,7 +159,7 @@ def _check_status_values(status: npt.NDArray[np.uint8], until: npt.NDArray[np.ui
     """Statuses must be real ones; ``until`` only on suspensions."""
     known = np.isin(status, [int(s) for s in Status if s != Status.UNSPECIFIED])
     if not known.all():
-        raise ValueError(f"status change with an unknown status {status[~known][0]}")
+        raise BuildError(f"status change with an unknown status {status[~known][0]}")
     stray = (until != DAY_NONE) & (status != Status.SUSPENDED)
     if stray.any():
-        raise ValueError("status change with an end day on a status other than SUSPENDED")
+        raise BuildError("status change with an end day on a status other than SUSPENDED")

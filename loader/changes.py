@@ -2,7 +2,7 @@
 on top of the current snapshot, without a full load (format: ``contract.changes``).
 
 A change is built exactly like a snapshot (same validation, same points
-engine, ``loader.__main__.build_snapshot``) from small input files holding
+engine, ``loader.pipeline.build_snapshot``) from small input files holding
 ALL the records of the practitioners who changed: every registry row, and
 every status-feed record or every scoring-ledger event (a REVOKE is
 replayed with the event it revokes). Whoever is named in the files gets the
@@ -37,9 +37,12 @@ from contract.changes import (
     encode_arrays,
     index_version,
     merge_changes,
+    signature_fields,
+    signed_body,
 )
 from contract.errors import ChangeNotPublishedError, SnapshotError
-from contract.reads import read_current_version, read_overlay
+from contract.reads import read_current_version, read_manifest, read_overlay
+from contract.signing import Signer
 from contract.snapshot import Arrays, Keys, validate_arrays
 
 # Entries kept in the change stream (approximately: MAXLEN ~). Gateways that
@@ -47,12 +50,13 @@ from contract.snapshot import Arrays, Keys, validate_arrays
 DEFAULT_STREAM_MAX_ENTRIES = 100_000
 _ATTEMPTS = 5
 
-# KEYS[1] current, KEYS[2] the base's overlay hash, KEYS[3] the stream.
-# ARGV[1] base, ARGV[2] the overlay seq the merge was built on, ARGV[3]
-# MAXLEN, ARGV[4] published_at_ns, ARGV[5] n = number of array fields; then
-# n name/value pairs of the change, then n name/value pairs of the merged
-# overlay. Returns {1, seq, id} published, {0, current} base not current,
-# {-1, seq} the overlay moved on (retry).
+# KEYS[1] current, KEYS[2] the base's overlay hash, KEYS[3] the stream,
+# KEYS[4] the epoch. ARGV[1] base, ARGV[2] the overlay seq the merge was
+# built on, ARGV[3] MAXLEN, ARGV[4] published_at_ns, ARGV[5] n = number of
+# fields; then n name/value pairs of the change (arrays, epoch, signature),
+# then n pairs of the merged overlay; last, ARGV[6 + 4n] the epoch the change
+# was signed for. Returns {1, seq, id} published, {0, current} base not
+# current, {-1, seq} the overlay moved on (retry), {-3, 0} the epoch changed.
 _CHANGE_LUA = """
 local base = tonumber(ARGV[1])
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -61,6 +65,7 @@ local seq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
 if seq ~= tonumber(ARGV[2]) then return {-1, seq} end
 local new = seq + 1
 local n = tonumber(ARGV[5])
+if redis.call('GET', KEYS[4]) ~= ARGV[6 + 4 * n] then return {-3, 0} end
 local entry = {'kind', 'change', 'base', ARGV[1], 'seq', tostring(new), 'published_at_ns', ARGV[4]}
 for i = 6, 5 + 2 * n do entry[#entry + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', unpack(entry))
@@ -92,6 +97,7 @@ def publish_change(
     *,
     expect_snapshot: int | None = None,
     stream_max_entries: int = DEFAULT_STREAM_MAX_ENTRIES,
+    signer: Signer | None = None,
 ) -> ChangeResult:
     """Publish ``change`` (snapshot-format arrays of the changed practitioners).
 
@@ -113,28 +119,56 @@ def publish_change(
             raise ChangeNotPublishedError("no snapshot is published: load one first")
         if expect_snapshot is not None and current != expect_snapshot:
             raise ChangeNotPublishedError(_not_current(expect_snapshot, current))
-        overlay = read_overlay(client, keys, current)
+        manifest = read_manifest(client, keys, current)
+        if manifest is None:
+            continue  # replaced since we read current: look again
+        epoch = manifest.epoch
+        overlay = read_overlay(client, keys, current, epoch)
         seq = overlay.seq
         if seq + 1 >= CHANGE_SEQ_BASE:
             raise ChangeNotPublishedError(
                 f"snapshot {current} has {seq} changes, the most one snapshot takes: "
                 "publish a full snapshot"
             )
-        merged = encode_arrays(merge_changes(overlay.arrays, change))
+        merged_arrays = merge_changes(overlay.arrays, change)
+        published_at_ns = time.time_ns()
+        entry = {
+            **fields,
+            "epoch": epoch.encode(),
+            **signature_fields(
+                signer, signed_body("change", current, seq + 1, epoch, change, published_at_ns)
+            ),
+        }
+        merged = {
+            **encode_arrays(merged_arrays),
+            "epoch": epoch.encode(),
+            **signature_fields(
+                signer, signed_body("overlay", current, seq + 1, epoch, merged_arrays)
+            ),
+        }
         args: list[bytes | str | int] = [
             current,
             seq,
             stream_max_entries,
-            time.time_ns(),
-            len(fields),
+            published_at_ns,
+            len(entry),
         ]
-        for name, value in fields.items():
+        for name, value in entry.items():
             args += [name, value]
         for name, value in merged.items():
             args += [name, value]
+        args.append(epoch)
         reply = cast(
             list[int | bytes],
-            client.eval(_CHANGE_LUA, 3, keys.current, keys.overlay(current), keys.changes, *args),
+            client.eval(
+                _CHANGE_LUA,
+                4,
+                keys.current,
+                keys.overlay(current),
+                keys.changes,
+                keys.epoch,
+                *args,
+            ),
         )
         outcome = int(reply[0])
         if outcome == 1:
@@ -143,6 +177,11 @@ def publish_change(
             return ChangeResult(current, int(reply[1]), count, sid)
         if outcome == 0 and expect_snapshot is not None:
             raise ChangeNotPublishedError(_not_current(expect_snapshot, int(reply[1])))
+        if outcome == -3:
+            raise ChangeNotPublishedError(
+                "the dataset's epoch changed (Redis lost or replaced its data): load a full "
+                "snapshot first"
+            )
         # A new snapshot became current, or another change went in first: rebuild on it.
     raise ChangeNotPublishedError(
         f"other publishers moved snapshot {current}'s changes on {_ATTEMPTS} times in a row"

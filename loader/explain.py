@@ -6,8 +6,9 @@ what it did (year total before -> after, suspension, termination, bar), the
 revoked events and the REVOKEs that removed them, then each status change
 point with the steps of its day that produced it, then the points change
 points. It is computed by replaying that one practitioner with the same code
-as ``derive_statuses`` (``loader.points.replay_practitioner``), so it cannot
-disagree with the published timeline.
+as ``derive_statuses`` (``loader.points.trace_practitioner``, whose trail
+says it in words), so it cannot disagree with the published timeline. This
+module only lays the text out.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contract.codes import decode_practitioner, encode_practitioner
-from contract.days import DAY_NONE, day_to_date
-from loader.points import Ledger, RegistrationStarts, Replay, TrailEntry, replay_practitioner
+from contract.days import DAY_NONE, day_to_iso
+from loader.points import Ledger, RegistrationStarts, Trace, TrailEntry, trace_practitioner
 from loader.policy import Policy
 
 
@@ -24,8 +25,7 @@ from loader.policy import Policy
 class Explanation:
     practitioner_code: str
     policy: Policy
-    replay: Replay
-    ignored: list[TrailEntry]  # revoked events and the REVOKEs
+    trace: Trace
 
     def text(self) -> str:
         return format_explanation(self)
@@ -40,12 +40,8 @@ def explain_practitioner(
     """Replay one practitioner (code as written, e.g. ``D110105000123``) with
     the full trail; raise ``InvalidCodeError`` for a malformed code."""
     key = encode_practitioner(practitioner_code)
-    replay, ignored = replay_practitioner(ledger, policy, registrations, key)
-    return Explanation(decode_practitioner(key), policy, replay, ignored)
-
-
-def _date(day: int) -> str:
-    return day_to_date(day).isoformat()
+    trace = trace_practitioner(ledger, policy, registrations, key)
+    return Explanation(decode_practitioner(key), policy, trace)
 
 
 def _entry(e: TrailEntry) -> str:
@@ -56,31 +52,32 @@ def _entry(e: TrailEntry) -> str:
 
 def format_explanation(ex: Explanation) -> str:
     """The explanation as plain text, one fact a line."""
-    r = ex.replay
+    t = ex.trace
+    r = t.replay
     out = [f"Practitioner {ex.practitioner_code}, policy {ex.policy.name}: {ex.policy.title}"]
     out.append("")
     out.append("Replay (by effective_on, then event_id):")
-    if not r.trail:
+    if not t.trail:
         out.append("  (no events in effect)")
-    out.extend(f"  {_date(e.day)}  {_entry(e)}" for e in r.trail)
-    if ex.ignored:
+    out.extend(f"  {day_to_iso(e.day)}  {_entry(e)}" for e in t.trail)
+    if t.ignored:
         out.append("")
         out.append("Revoked (never happened) and REVOKEs:")
-        out.extend(f"  {_date(e.day)}  {_entry(e)}" for e in ex.ignored)
+        out.extend(f"  {day_to_iso(e.day)}  {_entry(e)}" for e in t.ignored)
     out.append("")
     out.append("Status timeline:")
     if not r.status_changes:
         out.append("  ACTIVE throughout (no status change points)")
-    for change, causes in zip(r.status_changes, r.causes, strict=True):
-        until = f" until {_date(change.until)}" if change.until != DAY_NONE else ""
-        out.append(f"  from {_date(change.day)}  {change.status.name}{until}")
+    for change, causes in zip(r.status_changes, t.causes, strict=True):
+        until = f" until {day_to_iso(change.until)}" if change.until != DAY_NONE else ""
+        out.append(f"  from {day_to_iso(change.day)}  {change.status.name}{until}")
         for cause in causes:
             out.append(f"      because: {_entry(cause)}")
     out.append("")
     out.append("Points (year total from that day; 0 in a later year):")
     if not r.points_changes:
         out.append("  none")
-    out.extend(f"  from {_date(day)}  {total}" for day, total in r.points_changes)
+    out.extend(f"  from {day_to_iso(day)}  {total}" for day, total in r.points_changes)
     for v in r.violations:
         out.append("")
         out.append(f"ERROR: {v.error()}")

@@ -35,30 +35,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from loader.points import (
-    NO_EVENT,
-    POINTS_MAX_STORED,
-    Kind,
-    Ledger,
-    PointsResult,
-    RegistrationStarts,
-    RegistryColumns,
-    derive_statuses,
-    resolve_revocations,
-)
-from loader.policy import Policy, load_policy
-from loader.tables import (
-    FileFormat,
-    Table,
-    day_numbers,
-    enum_values,
-    institution_keys,
-    integers,
-    parse_table,
-    practitioner_keys,
-    read_table,
-    show_value,
-)
+from loader.columns import day_numbers, enum_values, institution_keys, integers, practitioner_keys
+from loader.points import NO_EVENT, POINTS_MAX_STORED, Kind, Ledger, resolve_revocations
+from loader.policy import Policy
+from loader.tables import FileFormat, Table, parse_table, read_table, show_value
 
 REQUIRED = ("event_id", "practitioner_code", "institution_code", "kind", "effective_on")
 OPTIONAL = ("points", "suspension_months", "reference")
@@ -66,23 +46,6 @@ KINDS = {k.name: int(k) for k in (Kind.SCORE, Kind.REPAIR, Kind.SHORTEN, Kind.RE
 # A placeholder that passes the code check for rows allowed an empty institution.
 _NO_INSTITUTION_CODE = "A00000000000"
 _EVENT_ID_RE = r"^\S(.*\S)?$"
-
-
-def statuses_from_ledger(
-    path: Path | str,
-    policy: Policy | str | Path,
-    registry: RegistryColumns | None = None,
-) -> PointsResult:
-    """Read a ledger file and replay it: the one call the loader CLI needs.
-
-    ``policy`` is a ``Policy`` or a policy name/path (``"national"``);
-    ``registry`` gives the ``registered_on`` days for re-registration (a
-    record inside a re-registration bar raises ``LoadError``)."""
-    if not isinstance(policy, Policy):
-        policy = load_policy(policy)
-    ledger = read_ledger(path, policy)
-    starts = RegistrationStarts.from_registry(registry) if registry is not None else None
-    return derive_statuses(ledger, policy, starts)
 
 
 def read_ledger(

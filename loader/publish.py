@@ -31,6 +31,7 @@ and the error propagates: ``current`` is untouched.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,8 @@ from typing import Any
 import redis
 
 from contract.errors import SnapshotError, StalePublishError
+from contract.reads import read_epoch
+from contract.signing import Signer
 from contract.snapshot import (
     ARRAY_DTYPES,
     CHUNK_BYTES,
@@ -57,9 +60,13 @@ _SCAN_COUNT = 1000
 _UNLINK_BATCH = 500
 
 # KEYS[1] current, KEYS[2] the new version's manifest, KEYS[3] the change
-# stream, KEYS[4] the new version's overlay hash; ARGV[1] the new version.
-# Returns {outcome, version current before}: 1 flipped, 0 refused (not
-# newer), -1 refused (manifest missing).
+# stream, KEYS[4] the new version's overlay hash, KEYS[5] the epoch; ARGV[1]
+# the new version, ARGV[2] the version this run expects to replace (-1: any,
+# 0: none), ARGV[3] the epoch its manifest was signed for. Returns {outcome,
+# version current before}: 1 flipped, 0 refused (not newer), -1 refused
+# (manifest missing), -2 refused (another run published since this one read
+# the current version), -3 refused (the dataset's epoch changed: Redis lost
+# or replaced its data while this run wrote).
 #
 # In the same atomic step as the flip: a ``kind=snapshot`` marker on the
 # change stream (gateways following it reload at once), the new version's
@@ -71,12 +78,18 @@ local new = tonumber(ARGV[1])
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if new <= current then return {0, current} end
 if redis.call('EXISTS', KEYS[2]) == 0 then return {-1, current} end
+local expected = tonumber(ARGV[2])
+if expected >= 0 and current ~= expected then return {-2, current} end
+if redis.call('GET', KEYS[5]) ~= ARGV[3] then return {-3, current} end
 redis.call('SET', KEYS[1], ARGV[1])
 local id = redis.call('XADD', KEYS[3], '*', 'kind', 'snapshot', 'version', ARGV[1])
 redis.call('XTRIM', KEYS[3], 'MINID', id)
 redis.call('HSET', KEYS[4], 'seq', 0, 'id', id)
 return {1, current}
 """
+
+# ``expect_current``: replace whatever is current (``--replace``).
+ANY_VERSION = -1
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,19 @@ class PublishResult:
     version: int
     previous: int | None
     deleted_keys: int
+    epoch: str = ""
+
+
+def ensure_epoch(client: redis.Redis, keys: Keys) -> str:
+    """The dataset's epoch, created (``SET NX``) if this Redis has none: the first
+    publication, or Redis lost its data (a restart without persistence,
+    ``FLUSHALL``, a failover that lost writes). Gateways take a new epoch's
+    versions even when they are lower than the ones they hold."""
+    client.set(keys.epoch, secrets.token_hex(16), nx=True)
+    epoch = read_epoch(client, keys)
+    if epoch is None:
+        raise SnapshotError(f"{keys.epoch} vanished while it was being created")
+    return epoch
 
 
 def publish_snapshot(
@@ -94,35 +120,48 @@ def publish_snapshot(
     arrays: Arrays,
     meta: dict[str, Any] | None = None,
     *,
+    expect_current: int | None = ANY_VERSION,
+    signer: Signer | None = None,
     batch_bytes: int = DEFAULT_BATCH_BYTES,
 ) -> PublishResult:
     """Write ``arrays`` as a new version and make it current (see the module docstring).
 
+    ``expect_current``: publish only on top of that version (None: only if
+    nothing is published yet; ``ANY_VERSION``: on top of whatever is current).
+    The manifest is signed by ``signer`` (unsigned when None).
+
     Raises ``SnapshotError`` for arrays that break the snapshot's invariants
-    (before anything is written), ``StalePublishError`` if a newer version is
-    already current, and Redis errors as they come; in every failure case
-    ``current`` is unchanged and this version's keys are removed.
+    (before anything is written), ``StalePublishError`` if another version
+    became current first, and Redis errors as they come; in every failure
+    case ``current`` is unchanged and this version's keys are removed.
     """
     validate_arrays(arrays)
+    epoch = ensure_epoch(client, keys)
     version = int(client.incr(keys.seq))
-    manifest = new_manifest(version, arrays, meta or {})
+    manifest = new_manifest(version, arrays, meta or {}, epoch, signer)
     written: list[str] = []
+    expected = 0 if expect_current is None else expect_current
     try:
         _write_chunks(client, keys, version, arrays, written, batch_bytes)
         written.append(keys.manifest(version))
         client.set(keys.manifest(version), manifest.to_json())
-        outcome, current = _flip(client, keys, version)
+        outcome, current = _flip(client, keys, version, expected, epoch)
     except BaseException:
         _delete_quietly(client, written)
         raise
     if outcome != 1:
         _delete_quietly(client, written)
-        if outcome == 0:
-            raise StalePublishError(version, current)
+        if outcome in (0, -2):
+            raise StalePublishError(version, current, expected)
+        if outcome == -3:
+            raise SnapshotError(
+                f"snapshot version {version} not published: the dataset's epoch changed while "
+                "it was written (Redis lost or replaced its data): run the load again"
+            )
         raise SnapshotError(f"snapshot version {version}: manifest vanished before the flip")
     previous = current or None
     deleted = collect_garbage(client, keys, version, previous)
-    return PublishResult(version=version, previous=previous, deleted_keys=deleted)
+    return PublishResult(version=version, previous=previous, deleted_keys=deleted, epoch=epoch)
 
 
 def _write_chunks(
@@ -147,16 +186,21 @@ def _write_chunks(
     pipe.execute()
 
 
-def _flip(client: redis.Redis, keys: Keys, version: int) -> tuple[int, int]:
+def _flip(
+    client: redis.Redis, keys: Keys, version: int, expected: int, epoch: str
+) -> tuple[int, int]:
     """Run the flip script; return (outcome, the version that was current before)."""
     outcome, current = client.eval(
         _FLIP_LUA,
-        4,
+        5,
         keys.current,
         keys.manifest(version),
         keys.changes,
         keys.overlay(version),
+        keys.epoch,
         version,
+        expected,
+        epoch,
     )
     return int(outcome), int(current)
 

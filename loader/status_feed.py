@@ -39,16 +39,8 @@ from contract.codes import decode_practitioner
 from contract.days import DAY_NONE
 from contract.domain import Status
 from contract.errors import LoadError
-from loader.tables import (
-    FileFormat,
-    Lines,
-    Table,
-    day_numbers,
-    enum_values,
-    nonempty_strings,
-    practitioner_keys,
-    read_table,
-)
+from loader.columns import day_numbers, enum_values, nonempty_strings, practitioner_keys
+from loader.tables import FileFormat, Lines, Table, read_table
 from loader.timeline import StatusChange, StatusInterval, build_timeline
 
 REQUIRED_FIELDS = ("practitioner_code", "status", "effective_from", "reference")

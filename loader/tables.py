@@ -1,7 +1,7 @@
 """Reading loader input files into columns of strings, with exact line numbers.
 
-Goal: a 15-million-row registry reads and validates in a few seconds, and a
-bad record is still reported with its file, line, field and value.
+Goal: a 15-million-row registry reads in a few seconds, and a bad record is
+still reported with its file, line, field and value.
 
 Reading. Inputs are UTF-8, one record a line: CSV with a header row, or JSON
 Lines (one object a line). The fast path hands the whole file to pyarrow's
@@ -34,11 +34,8 @@ Rules, chosen to keep line numbers honest:
   twice is refused. A null or absent required field is "missing".
 - An optional column may be absent altogether; it then reads as empty.
 
-Validation helpers turn a string column into numpy values in a few vectorised
-passes (pyarrow.compute regular expressions and casts, numpy gathers on the
-raw UTF-8 bytes) and, on the first bad value, raise ``LoadError`` with that
-record's line, the field and the value. Their results match ``contract.codes``
-and ``contract.days`` exactly; the tests check it on many values.
+Turning the string columns into codes, dates and numbers is
+``loader.columns``'s work.
 """
 
 from __future__ import annotations
@@ -46,13 +43,11 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -61,17 +56,12 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 
-from contract.codes import INSTITUTION_DIGITS, PRACTITIONER_DIGITS
-from contract.days import DAY_NONE, MAX_DATE, MAX_DAY, MIN_DATE
 from contract.errors import LoadError
 
 FileFormat = Literal["csv", "jsonl"]
 Lines = npt.NDArray[np.int64]
 
 FORMAT_BY_SUFFIX: dict[str, FileFormat] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-PRACTITIONER_CODE_RE = f"^[A-Z]{{1,2}}[0-9]{{{PRACTITIONER_DIGITS}}}$"
-INSTITUTION_CODE_RE = f"^[A-Z][0-9]{{{INSTITUTION_DIGITS}}}$"
-ISO_DATE_RE = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 SHOWN_VALUE_CHARS = 40
 
 _BOM = codecs.BOM_UTF8
@@ -79,8 +69,6 @@ _BOM = codecs.BOM_UTF8
 # line must fit in one block, so it is also the longest line the fast path takes.
 _BLOCK_BYTES = 16 << 20
 _WHITESPACE = b" \t\r\n"
-_LETTER_BASE = ord("A") - 1  # contract.codes numbers letters from 1
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -287,8 +275,7 @@ def _parse_jsonl(data: bytes, file: str, required: Sequence[str], optional: Sequ
         column = columns[name]
         nulls = column.null_count
         if nulls and name in required:
-            row = _first_false(pc.is_valid(column))
-            assert row is not None
+            row = int(pc.index(pc.is_valid(column), False).as_py())
             raise LoadError(file, int(lines[row]), name, f"required field {name!r} is missing")
         if nulls == n and name in optional:
             continue  # absent from every record: read as an absent column
@@ -503,231 +490,3 @@ def _no_lines() -> Lines:
 
 def _empty_column() -> Any:
     return pa.chunked_array([], pa.string())
-
-
-# ---------------------------------------------------------------------------
-# Vectorised validation
-
-
-def _first_false(mask: Any) -> int | None:
-    """Row of the first false in a boolean pyarrow or numpy array; None if all true."""
-    if isinstance(mask, np.ndarray):
-        bad = np.flatnonzero(~mask)
-        return int(bad[0]) if len(bad) else None
-    if pc.all(mask).as_py() is not False:
-        return None
-    return int(pc.index(mask, False).as_py())
-
-
-def _per_chunk(column: Any, work: Callable[[Any], _T]) -> list[_T]:
-    """``work`` on each chunk of a column, on all cores (pyarrow and numpy release the GIL)."""
-    chunks = column.chunks
-    if len(chunks) <= 1:
-        return [work(chunk) for chunk in chunks]
-    with ThreadPoolExecutor(max_workers=min(len(chunks), os.cpu_count() or 1)) as pool:
-        return list(pool.map(work, chunks))
-
-
-def _check_chunks(table: Table, field: str, bad_rows: list[int | None], what: str) -> None:
-    """Raise for the first bad row of the first chunk that has one."""
-    column = table.column(field)
-    base = 0
-    for chunk, bad in zip(column.chunks, bad_rows, strict=True):
-        if bad is not None:
-            row = base + bad
-            raise table.error(row, field, f"invalid {what}: {show_value(table.value(row, field))}")
-        base += len(chunk)
-
-
-def _require_match(table: Table, field: str, column: Any, pattern: str, what: str) -> None:
-    bad_rows = _per_chunk(
-        column, lambda chunk: _first_false(pc.match_substring_regex(chunk, pattern))
-    )
-    _check_chunks(table, field, bad_rows, what)
-
-
-def _string_bytes(chunk: Any) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
-    """(offsets[n+1], UTF-8 bytes) of one pyarrow string array, without copying the bytes."""
-    offset_type = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
-    _, offsets_buf, data_buf = chunk.buffers()
-    if offsets_buf is None:  # an empty array may come without buffers
-        return np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.uint8)
-    offsets = np.frombuffer(offsets_buf, dtype=offset_type)[
-        chunk.offset : chunk.offset + len(chunk) + 1
-    ]
-    data = (
-        np.frombuffer(data_buf, dtype=np.uint8)
-        if data_buf is not None
-        else np.zeros(0, dtype=np.uint8)
-    )
-    return offsets.astype(np.int64), data
-
-
-def _code_keys(
-    chunk: Any, pattern: str, n_digits: int, max_letters: int
-) -> tuple[int | None, npt.NDArray[np.uint64]]:
-    """(first bad row or None, keys) of one chunk of codes: letters, then ``n_digits`` digits.
-
-    The key is ``letters * 10**n_digits + digits`` where ``letters`` is
-    ``L`` for one-letter codes (institutions) and ``27 * L1 + L2`` with
-    ``L2 = 0`` for a single letter otherwise (``contract.codes``). The letters
-    are read straight from the UTF-8 bytes, the digits by Arrow's integer
-    parser on the last ``n_digits`` bytes: no Python loop per value.
-    """
-    bad = _first_false(pc.match_substring_regex(chunk, pattern))
-    if bad is not None or len(chunk) == 0:
-        return bad, np.zeros(0, dtype=np.uint64)
-    offsets, data = _string_bytes(chunk)
-    starts, ends = offsets[:-1], offsets[1:]
-    letters = data[starts].astype(np.uint64) - np.uint64(_LETTER_BASE)
-    if max_letters == 2:
-        second = data[np.minimum(starts + 1, ends - 1)].astype(np.uint64)
-        two = (ends - starts) == n_digits + 2
-        letters = np.uint64(27) * letters + np.where(two, second - np.uint64(_LETTER_BASE), 0)
-    tail = pc.binary_slice(chunk.cast(pa.binary()), -n_digits)
-    digits = pc.cast(tail, pa.int64()).to_numpy().astype(np.uint64)
-    keys: npt.NDArray[np.uint64] = letters * np.uint64(10**n_digits) + digits
-    return None, keys
-
-
-def _keys(
-    table: Table, field: str, pattern: str, n_digits: int, max_letters: int, what: str
-) -> npt.NDArray[np.uint64]:
-    column = table.column(field)
-    results = _per_chunk(column, lambda chunk: _code_keys(chunk, pattern, n_digits, max_letters))
-    _check_chunks(table, field, [bad for bad, _ in results], what)
-    if not results:
-        return np.zeros(0, dtype=np.uint64)
-    return np.concatenate([keys for _, keys in results])
-
-
-def practitioner_keys(table: Table, field: str = "practitioner_code") -> npt.NDArray[np.uint64]:
-    """Keys of a column of practitioner codes, equal to ``contract.codes.encode_practitioner``."""
-    what = "practitioner code (1-2 uppercase letters and 12 digits)"
-    return _keys(table, field, PRACTITIONER_CODE_RE, PRACTITIONER_DIGITS, 2, what)
-
-
-def institution_keys(table: Table, field: str = "institution_code") -> npt.NDArray[np.uint64]:
-    """Keys of a column of institution codes, equal to ``contract.codes.encode_institution``."""
-    what = "institution code (1 uppercase letter and 11 digits)"
-    return _keys(table, field, INSTITUTION_CODE_RE, INSTITUTION_DIGITS, 1, what)
-
-
-def days_from_civil(
-    year: npt.NDArray[np.int64], month: npt.NDArray[np.int64], day: npt.NDArray[np.int64]
-) -> npt.NDArray[np.int64]:
-    """Days since 1970-01-01 of proleptic Gregorian dates (valid dates only).
-
-    Howard Hinnant's ``days_from_civil``
-    (https://howardhinnant.github.io/date_algorithms.html#days_from_civil),
-    vectorised: the year is counted from March so that the leap day is last.
-    """
-    y = year - (month <= 2)
-    era = y // 400
-    yoe = y - era * 400
-    doy = (153 * (month + np.where(month > 2, -3, 9)) + 2) // 5 + day - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    result: npt.NDArray[np.int64] = era * 146097 + doe - 719468
-    return result
-
-
-_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
-
-
-def _parse_iso_dates(table: Table, field: str, column: Any) -> npt.NDArray[np.int64]:
-    """Reference parser: day numbers of ``YYYY-MM-DD`` values, raising at the first bad one.
-
-    Arrow's cast does the same much faster; this one says which value is bad.
-    """
-    _require_match(table, field, column, ISO_DATE_RE, "date (YYYY-MM-DD)")
-    ymd = [
-        pc.cast(pc.utf8_slice_codeunits(column, a, b), pa.int64()).to_numpy()
-        for a, b in ((0, 4), (5, 7), (8, 10))
-    ]
-    year, month, mday = (np.asarray(part, dtype=np.int64) for part in ymd)
-    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
-    month_ok = (month >= 1) & (month <= 12)
-    last_day = _DAYS_IN_MONTH[np.where(month_ok, month, 0)] + (leap & (month == 2))
-    bad = _first_false(month_ok & (mday >= 1) & (mday <= last_day))
-    if bad is not None:
-        value = show_value(table.value(bad, field))
-        raise table.error(bad, field, f"{value} is not a real calendar date")
-    return days_from_civil(year, month, mday)
-
-
-def day_numbers(table: Table, field: str, *, optional: bool = False) -> npt.NDArray[np.uint16]:
-    """Day numbers (``contract.days``) of a column of ``YYYY-MM-DD`` dates.
-
-    Refuses anything but a real calendar date in 1970-01-01 .. 2149-06-05. With
-    ``optional`` an empty value is allowed and reads ``DAY_NONE`` (an open end).
-    """
-    column = table.column(field)
-    present = None
-    if optional:
-        mask = pc.not_equal(column, "")
-        present = mask.to_numpy()
-        if not present.all():
-            column = pc.if_else(mask, column, "1970-01-01")  # a placeholder: DAY_NONE below
-    # Fast path: Arrow's date parser accepts exactly YYYY-MM-DD of real dates.
-    try:
-        days = np.asarray(pc.cast(column, pa.date32()).cast(pa.int32()).to_numpy(), np.int64)
-    except pa.ArrowInvalid:
-        days = _parse_iso_dates(table, field, column)
-    if len(days) and not ((days >= 0) & (days <= MAX_DAY)).all():
-        bad = _first_false((days >= 0) & (days <= MAX_DAY))
-        assert bad is not None
-        value = show_value(table.value(bad, field))
-        raise table.error(bad, field, f"{value} is outside {MIN_DATE} .. {MAX_DATE}")
-    result = days.astype(np.uint16)
-    if present is not None:
-        result[~present] = DAY_NONE
-    return result
-
-
-def enum_values(
-    table: Table, field: str, values: Mapping[str, int], dtype: type[np.unsignedinteger[Any]]
-) -> npt.NDArray[Any]:
-    """Map a column of names to numbers through ``values``; refuse any other name."""
-    column = table.column(field)
-    names = list(values)
-    index = pc.index_in(column, value_set=pa.array(names, pa.string()))
-    bad = _first_false(pc.is_valid(index))
-    if bad is not None:
-        allowed = ", ".join(names)
-        value = show_value(table.value(bad, field))
-        raise table.error(bad, field, f"{value} is not one of {allowed}")
-    numbers = np.array([values[name] for name in names], dtype=dtype)
-    result: npt.NDArray[Any] = numbers[index.to_numpy()]
-    return result
-
-
-def nonempty_strings(table: Table, field: str) -> Any:
-    """The column (a pyarrow ChunkedArray), refusing empty or whitespace-only values."""
-    column = table.column(field)
-    _require_match(table, field, column, r"\S", "value: must not be empty or blank, got")
-    return column
-
-
-def integers(
-    table: Table, field: str, low: int, high: int, *, empty: int | None = None
-) -> npt.NDArray[np.int64]:
-    """Integers in ``low..high`` written as decimal digits (an optional minus sign).
-
-    With ``empty`` given, an empty value reads as it; otherwise it is refused.
-    """
-    column = table.column(field)
-    mask = pc.not_equal(column, "")
-    present = mask.to_numpy()
-    if empty is not None and not present.all():
-        column = pc.if_else(mask, column, "0")
-    bad = _first_false(pc.match_substring_regex(column, "^-?[0-9]{1,18}$"))
-    if bad is not None:
-        raise table.error(bad, field, f"not an integer: {show_value(table.value(bad, field))}")
-    numbers = np.array(pc.cast(column, pa.int64()).to_numpy(), dtype=np.int64)  # writable
-    bad = _first_false(((numbers >= low) & (numbers <= high)) | ~present)
-    if bad is not None:
-        value = show_value(table.value(bad, field))
-        raise table.error(bad, field, f"{value} is outside {low}..{high}")
-    if empty is not None:
-        numbers[~present] = empty
-    return numbers

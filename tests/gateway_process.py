@@ -32,6 +32,8 @@ class GatewayProcess:
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--poll-interval-s", "0.2",
+            # The tests publish unsigned data unless they are about signatures.
+            *([] if "--trusted-keys" in extra_args else ["--allow-unsigned"]),
             *extra_args,
         ]  # fmt: skip
         self.proc: subprocess.Popen[str] | None = None

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from contract.codes import encode_institution, encode_practitioner
 from contract.days import DAY_NONE, iso_to_day
 from contract.domain import Status
+from contract.errors import BuildError
 from contract.snapshot import ARRAY_DTYPES, DAY_BITS, Arrays
 from loader.build import build_arrays
 from loader.registry import Registry
@@ -116,11 +117,11 @@ def test_no_timelines_no_points() -> None:
 
 
 def test_timeline_of_unregistered_practitioner_is_refused() -> None:
-    with pytest.raises(ValueError, match="D110105000003"):
+    with pytest.raises(BuildError, match="D110105000003"):
         build_arrays(
             registry_of([(P1, H1, 100, DAY_NONE)]), {P3: [StatusChange(5, Status.TERMINATED)]}
         )
-    with pytest.raises(ValueError, match="D110105000003"):
+    with pytest.raises(BuildError, match="D110105000003"):
         build_arrays(registry_of([(P1, H1, 100, DAY_NONE)]), {}, {P3: [(5, 1)]})
 
 
@@ -135,12 +136,12 @@ def test_timeline_of_unregistered_practitioner_is_refused() -> None:
     ],
 )
 def test_malformed_timelines_are_refused(changes: list[StatusChange]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(BuildError):
         build_arrays(registry_of([(P1, H1, 100, DAY_NONE)]), {P1: changes})
 
 
 def test_points_out_of_range_are_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(BuildError):
         build_arrays(registry_of([(P1, H1, 100, DAY_NONE)]), {}, {P1: [(5, 70000)]})
 
 

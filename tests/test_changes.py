@@ -17,8 +17,8 @@ from contract.days import iso_to_day
 from contract.domain import Status
 from contract.errors import ChangeNotPublishedError
 from contract.snapshot import Keys
-from loader.__main__ import main
 from loader.changes import publish_change
+from loader.cli import main
 from loader.publish import publish_snapshot
 from tests.factory import Person, build_arrays
 

@@ -160,3 +160,14 @@ def test_any_request_parses_or_names_a_field(
     else:
         assert len(parsed.keys) == len(parsed.days) == len(lines)
         assert all(0 <= day <= TODAY for day in parsed.days)
+
+
+def test_a_negative_amount_is_refused_naming_the_line() -> None:
+    lines = [pb.ClaimLine(prescriber_code="D110105000001", amount_fen=100) for _ in range(5)]
+    lines[3].amount_fen = -1
+    assert refused_field(claim(lines=lines)) == "lines[3].amount_fen"
+    lines[3].amount_fen = -(2**63)  # drove the rejected-amount counter to -9.2e18
+    with pytest.raises(InvalidRequestError, match=r"lines\[3\]\.amount_fen: -9223372036854775808"):
+        parse_claim(claim(lines=lines), max_lines=10, today_day=TODAY)
+    lines[3].amount_fen = 0
+    assert len(parse_claim(claim(lines=lines), max_lines=10, today_day=TODAY).keys) == 5

@@ -22,7 +22,7 @@ from contract.changes import index_version
 from contract.days import today_cst
 from contract.domain import Status
 from contract.snapshot import Keys
-from loader.__main__ import build_snapshot, read_inputs
+from loader.pipeline import build_snapshot, read_inputs
 from loader.publish import publish_snapshot
 from loader.sample import FIXED, write_sample
 from proto.eligibility.v1 import eligibility_pb2 as pb

@@ -32,7 +32,7 @@ from contract.changes import index_version
 from contract.days import today_cst
 from contract.snapshot import Keys
 from gateway.ops.redis_process import RedisProcess, free_port
-from loader.__main__ import main as loader_main
+from loader.cli import main as loader_main
 from proto.eligibility.v1 import eligibility_pb2 as pb
 from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
 from tests.gateway_process import ROOT, GatewayProcess

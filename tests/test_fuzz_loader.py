@@ -3,7 +3,7 @@ sequence), wrong encodings, duplicate and conflicting rows, dates out of
 range and events for unknown practitioners, for the registry, the status
 feed, the scoring ledger and the change files.
 
-Each bad input goes through the real CLI (``loader.__main__.main``, ``load``
+Each bad input goes through the real CLI (``loader.cli.main``, ``load``
 and ``change``) against the session's private redis-server, under a prefix
 that already holds a published snapshot with one live change. Each must be
 refused with exit code 2 and ``file:line: field 'x': reason`` naming the
@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 
 from contract.days import DateError, iso_to_day
 from contract.snapshot import Keys
-from loader.__main__ import EXIT_BAD_INPUT, EXIT_OK
-from loader.__main__ import main as loader_main
+from loader.cli import EXIT_BAD_INPUT, EXIT_OK
+from loader.cli import main as loader_main
 
 REGISTRY = "practitioner_code,institution_code,role,deregistered_on,registered_on"
 STATUS = "reference,practitioner_code,status,effective_until,effective_from"

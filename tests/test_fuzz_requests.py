@@ -40,7 +40,7 @@ STATUS = "/eligibility.v1.EligibilityGateway/GetPractitionerStatus"
 FIELD = re.compile(
     r"^(request \d+ \(claim_id .*\): )?"
     r"(claim_id|channel|institution_code|lines|service_date|principal_code"
-    r"|lines\[\d+\]\.service_date|request|practitioner_code|date): ",
+    r"|lines\[\d+\]\.service_date|lines\[\d+\]\.amount_fen|request|practitioner_code|date): ",
     re.DOTALL,
 )
 KNOWN_CODES = [
@@ -140,6 +140,7 @@ def assert_decided(request: pb.CheckClaimRequest, response: pb.CheckClaimRespons
 
 int32s = st.integers(-(2**31), 2**31 - 1)
 int64s = st.integers(-(2**63), 2**63 - 1)
+amounts = st.integers(0, 2**63 - 1)
 past_dates = st.dates(dt.date(1970, 1, 1), TODAY).map(yyyymmdd)
 any_dates = st.one_of(
     st.just(0),
@@ -219,7 +220,7 @@ def valid_line(draw: st.DrawFn, line_id: str) -> pb.ClaimLine:
         service_date=draw(st.one_of(st.just(0), past_dates)),
         emergency=draw(st.booleans()),
         item_code=draw(any_text),
-        amount_fen=draw(int64s),
+        amount_fen=draw(amounts),  # a negative one refuses the claim
     )
 
 
@@ -237,7 +238,7 @@ def garbage_line(draw: st.DrawFn, line_id: str) -> pb.ClaimLine:
         service_date=draw(st.one_of(st.just(0), past_dates)),
         emergency=draw(st.booleans()),
         item_code=draw(st.one_of(any_text, huge_text)),
-        amount_fen=draw(int64s),
+        amount_fen=draw(amounts),
     )
 
 

@@ -5,6 +5,7 @@ contents reach the log."""
 
 from __future__ import annotations
 
+import queue
 import re
 from collections.abc import Iterator
 
@@ -12,10 +13,22 @@ import grpc
 import orjson
 import pytest
 
+from gateway.ops.redis_process import free_port
 from proto.eligibility.v1 import eligibility_pb2 as pb
 from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
 from tests.gateway_process import GatewayProcess
-from tests.ops_data import ACTIVE, SUSPENDED, hospital_claim, line, publish, wait_until
+from tests.ops_data import (
+    ACTIVE,
+    SUSPENDED,
+    hospital_claim,
+    line,
+    publish,
+    scrape,
+    wait_until,
+)
+from tests.ops_data import (
+    value as sample,
+)
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +120,69 @@ def test_no_claim_contents_in_the_log_at_info_level(redis_url: str, prefix: str)
     assert "index loaded" in text or "serving" in text  # the log is there
     for content in (SUSPENDED, "D1101-BAD-CODE", "SECRET-CLAIM", "4242"):
         assert content not in text
+
+
+@pytest.fixture(scope="module")
+def metered_gateway(redis_url: str) -> Iterator[tuple[GatewayProcess, int]]:
+    prefix = "interceptors-codes"
+    publish(redis_url, prefix)
+    metrics_port = free_port()
+    args = ("--metrics-port", str(metrics_port), "--max-message-bytes", "1024")
+    with GatewayProcess(redis_url, prefix, *args) as gateway:
+        yield gateway, metrics_port
+
+
+def rpcs(metrics_port: int, method: str, code: str) -> float:
+    found = sample(
+        scrape(metrics_port),
+        "eligibility_rpcs_total",
+        service="eligibility.v1.EligibilityGateway",
+        method=method,
+        code=code,
+    )
+    return found or 0.0
+
+
+def test_a_stream_the_client_cancels_is_counted_cancelled_not_ok(
+    metered_gateway: tuple[GatewayProcess, int],
+) -> None:
+    gateway, metrics_port = metered_gateway
+    requests: queue.Queue[pb.CheckClaimRequest | None] = queue.Queue()
+
+    def feed() -> Iterator[pb.CheckClaimRequest]:
+        while (request := requests.get()) is not None:
+            yield request
+
+    ok_before = rpcs(metrics_port, "CheckClaims", "OK")
+    with grpc.insecure_channel(gateway.address) as channel:
+        stub = pb_grpc.EligibilityGatewayStub(channel)
+        responses = stub.CheckClaims(feed(), timeout=10)
+        requests.put(hospital_claim("S-1", line(ACTIVE, "1")))
+        assert next(iter(responses)).claim_id == "S-1"
+        # The server now waits for the next request: cancelled there, the
+        # stream used to end for it like a normal close, and counted OK.
+        responses.cancel()  # type: ignore[no-untyped-call]
+        requests.put(None)
+        wait_until(lambda: rpcs(metrics_port, "CheckClaims", "CANCELLED") == 1, "CANCELLED")
+    assert rpcs(metrics_port, "CheckClaims", "OK") == ok_before
+
+
+def test_an_answer_too_large_to_send_is_counted_resource_exhausted(
+    metered_gateway: tuple[GatewayProcess, int],
+) -> None:
+    gateway, metrics_port = metered_gateway
+    # 200 empty lines: a ~450-byte request, a ~1,600-byte answer (each line's
+    # decision, reason and status) over --max-message-bytes 1024.
+    claim = hospital_claim("BIG", *[pb.ClaimLine() for _ in range(200)])
+    assert claim.ByteSize() < 1024
+    ok_before = rpcs(metrics_port, "CheckClaim", "OK")
+    with grpc.insecure_channel(gateway.address) as channel:
+        stub = pb_grpc.EligibilityGatewayStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.CheckClaim(claim, timeout=5)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "larger than the maximum message size (1024 bytes" in (info.value.details() or "")
+    wait_until(
+        lambda: rpcs(metrics_port, "CheckClaim", "RESOURCE_EXHAUSTED") == 1, "RESOURCE_EXHAUSTED"
+    )
+    assert rpcs(metrics_port, "CheckClaim", "OK") == ok_before

@@ -13,8 +13,8 @@ from contract.codes import encode_institution, encode_practitioner
 from contract.days import iso_to_day
 from contract.domain import Status
 from contract.errors import LoadError
-from loader.ledger import parse_ledger, read_ledger, statuses_from_ledger
-from loader.points import NO_EVENT, Kind, Ledger
+from loader.ledger import parse_ledger, read_ledger
+from loader.points import NO_EVENT, Kind, Ledger, RegistrationStarts, derive_statuses
 from loader.policy import load_policy
 from loader.timeline import StatusChange
 
@@ -311,7 +311,8 @@ def test_statuses_from_a_ledger_file_and_a_registry_file(tmp_path: Path) -> None
         "D110105000123,H11010500003,doctor,2027-03-01,\n",
         encoding="utf-8",
     )
-    result = statuses_from_ledger(ledger, "national", read_registry(registry))
+    starts = RegistrationStarts.from_registry(read_registry(registry))
+    result = derive_statuses(read_ledger(ledger, NATIONAL), NATIONAL, starts)
     d = iso_to_day
     assert result.timelines()[encode_practitioner("D110105000123")] == [
         StatusChange(d("2024-02-01"), Status.TERMINATED),
@@ -323,7 +324,8 @@ def test_statuses_from_a_ledger_file_and_a_registry_file(tmp_path: Path) -> None
         encoding="utf-8",
     )
     with pytest.raises(LoadError) as err:
-        statuses_from_ledger(ledger, NATIONAL, read_registry(registry))
+        starts = RegistrationStarts.from_registry(read_registry(registry))
+        derive_statuses(read_ledger(ledger, NATIONAL), NATIONAL, starts)
     assert (err.value.file, err.value.line, err.value.field) == (
         str(registry),
         2,

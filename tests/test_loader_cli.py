@@ -16,7 +16,7 @@ from contract.codes import encode_practitioner
 from contract.reads import read_current_version, read_snapshot
 from contract.snapshot import Keys
 from gateway.ops.redis_process import free_port
-from loader.__main__ import main
+from loader.cli import main
 from loader.sample import FIXED
 
 REGISTRY_HEADER = "practitioner_code,institution_code,role,registered_on,deregistered_on"

@@ -16,7 +16,7 @@ from contract.domain import Status
 from contract.reads import read_current_version, read_snapshot
 from contract.snapshot import Keys
 from gateway.index import StatusIndex
-from loader.__main__ import main
+from loader.cli import main
 
 REGISTRY = """practitioner_code,institution_code,role,registered_on,deregistered_on
 D110105000001,H11010500001,doctor,2015-03-01,

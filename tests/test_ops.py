@@ -8,6 +8,7 @@ import csv
 import io
 import subprocess
 import sys
+from pathlib import Path
 
 import orjson
 import redis
@@ -21,6 +22,7 @@ from gateway.ops.audit import OverrideAudit
 from gateway.ops.cli import main, parse_moment
 from gateway.servicer import EligibilityServicer
 from loader.changes import publish_change
+from proto.eligibility.v1 import eligibility_pb2 as pb
 from tests.factory import Person, build_arrays, build_index
 from tests.gateway_process import ROOT
 from tests.ops_data import (
@@ -164,3 +166,78 @@ def test_the_cli_runs_as_a_module() -> None:
     )
     assert proc.returncode == 0
     assert "overrides" in proc.stdout and "sanctions" in proc.stdout
+
+
+def test_overrides_escape_client_text_and_keep_numbers(redis_url: str, prefix: str) -> None:
+    """A claim id with terminal escapes or a spreadsheet formula is shown inert;
+    decided_at is an ISO CST time like written_at; jsonl numbers stay numbers."""
+
+    async def scenario() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        audit = OverrideAudit(client, Keys(prefix).overrides)
+        holder = IndexHolder()
+        holder.swap(build_index(PEOPLE))
+        servicer = EligibilityServicer(holder, Policy(), max_lines_per_claim=10, overrides=audit)
+        servicer.check_claim(
+            hospital_claim(
+                "\x1b[2J\x1b]0;pwned\x07",
+                line(SUSPENDED, '=HYPERLINK("http://x")', 7, emergency=True),
+            )
+        )
+        await audit.flush()
+        await client.aclose()
+
+    asyncio.run(scenario())
+    common = ("--redis-url", redis_url, "--prefix", prefix)
+    code, text = run("overrides", *common)
+    assert code == 0 and "\x1b" not in text and "\x07" not in text
+    assert "\\x1b[2J" in text
+    code, text = run("overrides", *common, "--format", "csv")
+    row = next(csv.DictReader(io.StringIO(text)))
+    assert row["line_id"] == '\'=HYPERLINK("http://x")'
+    assert row["claim_id"] == "\\x1b[2J\\x1b]0;pwned\\x07"
+    assert row["decided_at"].endswith("+08:00") and row["written_at"].endswith("+08:00")
+    code, text = run("overrides", *common, "--format", "jsonl")
+    record = orjson.loads(text.splitlines()[0])
+    assert record["amount_fen"] == 7 and isinstance(record["index_version"], int)
+    assert isinstance(record["service_date"], int) and record["delivered"] is True
+    assert record["claim_id"] == "\x1b[2J\x1b]0;pwned\x07"  # JSON escapes it itself
+
+
+def test_overrides_verify_exits_non_zero_on_a_broken_chain(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    from gateway.ops.spool import Spool
+
+    async def scenario() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        audit = OverrideAudit(client, Keys(prefix).overrides, spool=Spool(tmp_path))
+        holder = IndexHolder()
+        holder.swap(build_index(PEOPLE))
+        servicer = EligibilityServicer(holder, Policy(), max_lines_per_claim=10, overrides=audit)
+        for i in range(3):
+            response = servicer.check_claim(
+                hospital_claim(f"V-{i}", line(SUSPENDED, "1", emergency=True))
+            )
+            assert response.lines[0].decision == pb.DECISION_PAY_EMERGENCY_OVERRIDE
+        assert audit.committer is not None
+        audit.committer.close()  # everything submitted is on disk
+        await audit.flush()
+        audit.close()
+        await client.aclose()
+
+    asyncio.run(scenario())
+    common = ("--redis-url", redis_url, "--prefix", prefix)
+    code, text = run("overrides", *common, "--verify")
+    assert code == 0 and text.splitlines()[-1] == "1 chains intact"
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.xtrim(Keys(prefix).overrides, maxlen=0)
+    finally:
+        client.close()
+    code, text = run("overrides", *common, "--verify")
+    assert code == 3 and "missing-tail" in text
+    code, text = run("overrides", *common, "--refill-from", str(tmp_path))
+    assert code == 0 and text.startswith("3 entries written back")
+    code, text = run("overrides", *common, "--verify")
+    assert code == 0

@@ -13,21 +13,21 @@ import numpy as np
 import pytest
 
 from contract.codes import encode_practitioner
-from contract.days import DAY_NONE, MAX_DAY, day_to_date, iso_to_day
+from contract.days import (
+    DAY_NONE,
+    MAX_DAY,
+    add_months,
+    add_months_array,
+    add_years,
+    day_to_date,
+    iso_to_day,
+    suspension_until,
+)
 from contract.domain import Status
 from contract.errors import LoadError
 from loader.explain import explain_practitioner
 from loader.ledger import parse_ledger
-from loader.points import (
-    Ledger,
-    PointsResult,
-    RegistrationStarts,
-    add_months,
-    add_months_array,
-    add_years,
-    derive_statuses,
-    suspension_until,
-)
+from loader.points import Ledger, PointsResult, RegistrationStarts, derive_statuses
 from loader.policy import load_policy
 from loader.timeline import StatusChange
 
@@ -498,8 +498,8 @@ def test_explanation_names_a_cause_for_every_change(case: Case) -> None:
     policy = load_policy(case.policy)
     ledger = ledger_of(case.events, case.policy)
     ex = explain_practitioner(ledger, policy, registry_of(case.registry), P)
-    assert show_status(ex.replay.status_changes) == case.status
-    assert all(causes for causes in ex.replay.causes)
+    assert show_status(ex.trace.replay.status_changes) == case.status
+    assert all(causes for causes in ex.trace.causes)
     text = ex.text()
     for line in case.status:
         assert line.split()[1] in text
@@ -619,7 +619,8 @@ def test_result_arrays_for_publishing() -> None:
     result = derive_statuses(ledger_of(rows), load_policy("national"))
     p, q = encode_practitioner(P), encode_practitioner(Q)
     assert result.practitioners.tolist() == sorted([p, q])
-    keys, day, status, until = result.status_rows()
+    keys = np.repeat(result.practitioners, np.diff(result.st_offsets))
+    day, status, until = result.st_day, result.st_status, result.st_until
     assert keys.dtype == np.uint64 and day.dtype == np.uint16
     assert status.dtype == np.uint8 and until.dtype == np.uint16
     got = sorted(zip(keys.tolist(), day.tolist(), status.tolist(), until.tolist(), strict=True))
@@ -633,7 +634,8 @@ def test_result_arrays_for_publishing() -> None:
             (q, d("2024-02-02"), Status.ACTIVE, DAY_NONE),
         ]
     )
-    pkeys, pday, ppoints = result.points_rows()
+    pkeys = np.repeat(result.practitioners, np.diff(result.pt_offsets))
+    pday, ppoints = result.pt_day, result.pt_points
     assert ppoints.dtype == np.uint16
     assert list(zip(pkeys.tolist(), pday.tolist(), ppoints.tolist(), strict=True)) == sorted(
         [

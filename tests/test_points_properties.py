@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contract.codes import encode_practitioner
-from contract.days import DAY_NONE, MAX_DAY, iso_to_day, year_of_day
+from contract.days import DAY_NONE, MAX_DAY, iso_to_day, suspension_until, year_of_day
 from contract.domain import Status
 from loader.points import (
     NO_EVENT,
@@ -23,7 +23,6 @@ from loader.points import (
     RegistrationStarts,
     derive_statuses,
     resolve_revocations,
-    suspension_until,
 )
 from loader.policy import Policy, load_policy
 

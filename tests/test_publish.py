@@ -201,7 +201,9 @@ def test_failed_flip_leaves_current_untouched(
     keys = Keys(prefix)
     before = publish_snapshot(redis_client, keys, sample_arrays(seed=1)).version
 
-    def broken_flip(client: redis.Redis, keys: Keys, version: int) -> tuple[int, int]:
+    def broken_flip(
+        client: redis.Redis, keys: Keys, version: int, *rest: object
+    ) -> tuple[int, int]:
         raise redis.TimeoutError("timed out")
 
     monkeypatch.setattr("loader.publish._flip", broken_flip)
@@ -225,5 +227,5 @@ def test_flip_refuses_a_version_without_manifest(redis_client: redis.Redis, pref
     from loader.publish import _flip
 
     keys = Keys(prefix)
-    assert _flip(redis_client, keys, 5) == (-1, 0)
+    assert _flip(redis_client, keys, 5, -1, "no-epoch") == (-1, 0)
     assert read_current_version(redis_client, keys) is None

@@ -12,8 +12,9 @@ import pytest
 from contract.codes import decode_practitioner, encode_institution, encode_practitioner
 from contract.days import DAY_NONE, date_to_day
 from contract.domain import Status
-from loader.__main__ import Inputs, build_snapshot, read_inputs
-from loader.sample import FIXED, generate_sample, write_sample
+from loader.cli import build_parser
+from loader.pipeline import Inputs, build_snapshot, read_inputs
+from loader.sample import FIXED, MAX_PRACTITIONERS, generate_sample, write_sample
 from loader.timeline import status_on
 
 TODAY = dt.date(2025, 7, 15)
@@ -154,3 +155,35 @@ def test_rows_and_bounds() -> None:
     assert FIXED.active_doctor in codes
     with pytest.raises(ValueError):
         generate_sample(practitioners=-1)
+
+
+@pytest.mark.parametrize("count", ["1000000", "-1", "many"])
+def test_the_cli_refuses_a_count_out_of_range_before_writing(
+    tmp_path: Path, count: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sample"
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["sample", "--out", str(out), "--practitioners", count])
+    assert info.value.code == 2
+    assert f"argument --practitioners: {count if count == 'many' else int(count)}" in (
+        capsys.readouterr().err.replace("'", "")
+    )
+    assert not out.exists()
+    assert (
+        build_parser()
+        .parse_args(["sample", "--out", str(out), "--practitioners", str(MAX_PRACTITIONERS)])
+        .practitioners
+        == MAX_PRACTITIONERS
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_no_staff_scores_a_termination_the_moves_would_break(seed: int) -> None:
+    # 12 points in a year terminate with a re-registration bar, which the
+    # random moves broke: the loader refused `sample --practitioners 900000`
+    # (seed 3 from 99,470 staff on). The ledger staff stay below 12.
+    points: Counter[tuple[str, str]] = Counter()
+    for row in generate_sample(practitioners=20_000, seed=seed, today=TODAY).ledger:
+        if row["kind"] == "SCORE":
+            points[row["practitioner_code"], row["effective_on"][:4]] += int(row["points"])
+    assert points and max(points.values()) < 12

@@ -12,9 +12,14 @@ PEOPLE = [Person("D110105000001", [("H11010500001", "2020-01-01", None)])]
 
 def test_manifest_round_trips() -> None:
     arrays = build_arrays(PEOPLE)
-    manifest = snapshot.new_manifest(7, arrays, {"has_points": False})
+    manifest = snapshot.new_manifest(7, arrays, {"has_points": False}, "epoch-1", None)
     again = snapshot.Manifest.from_json(manifest.to_json())
     assert again == manifest
+    again.check_digests(arrays)
+    changed = {k: v.copy() for k, v in arrays.items()}
+    changed["reg_from"][0] += 1
+    with pytest.raises(SnapshotError, match="reg_from does not match its digest"):
+        again.check_digests(changed)
     assert again.lengths["prac_codes"] == 1
     assert again.lengths["reg_offsets"] == 2
 

@@ -1,5 +1,7 @@
-"""loader.tables: reading CSV / JSON Lines with exact line numbers, and the
-vectorised validators, checked against contract.codes and contract.days."""
+"""loader.tables (reading CSV / JSON Lines with exact line numbers) and
+loader.columns (the vectorised validators); the validators and the contract's
+vectorised encodings they use are checked against the scalar ones of
+contract.codes and contract.days."""
 
 from __future__ import annotations
 
@@ -17,22 +19,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contract.codes import encode_institution, encode_practitioner, try_encode_practitioner
-from contract.days import DAY_NONE, DateError, iso_to_day
+from contract.codes import (
+    encode_institution,
+    encode_institutions_array,
+    encode_practitioner,
+    encode_practitioners_array,
+    try_encode_practitioner,
+)
+from contract.days import DAY_NONE, DateError, date_to_day, days_from_civil, iso_to_day, real_dates
 from contract.errors import InvalidCodeError, LoadError
-from loader.tables import (
-    Table,
+from loader.columns import (
     day_numbers,
-    detect_format,
     enum_values,
     institution_keys,
     integers,
     nonempty_strings,
-    parse_table,
     practitioner_keys,
-    read_table,
-    show_value,
 )
+from loader.tables import Table, detect_format, parse_table, read_table, show_value
 
 
 def csv_table(
@@ -294,6 +298,27 @@ def test_institution_keys_equal_gateway_codes(codes: list[str]) -> None:
     assert keys.tolist() == [encode_institution(code) for code in codes]
 
 
+@settings(max_examples=50, deadline=None)
+@given(st.lists(_practitioner_codes, min_size=1, max_size=200))
+def test_contract_vectorised_practitioner_encoding_equals_the_scalar_one(codes: list[str]) -> None:
+    first = np.array([ord(c[0]) for c in codes], dtype=np.uint8)
+    second = np.array([ord(c[1]) if c[1].isalpha() else 0 for c in codes], dtype=np.uint8)
+    digits = np.array([int(c[-12:]) for c in codes], dtype=np.int64)
+    keys = encode_practitioners_array(first, second, digits)
+    assert keys.dtype == np.uint64
+    assert keys.tolist() == [encode_practitioner(code) for code in codes]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(_institution_codes, min_size=1, max_size=200))
+def test_contract_vectorised_institution_encoding_equals_the_scalar_one(codes: list[str]) -> None:
+    letter = np.array([ord(c[0]) for c in codes], dtype=np.uint8)
+    digits = np.array([int(c[1:]) for c in codes], dtype=np.int64)
+    keys = encode_institutions_array(letter, digits)
+    assert keys.dtype == np.uint64
+    assert keys.tolist() == [encode_institution(code) for code in codes]
+
+
 def test_code_keys_on_fixed_examples() -> None:
     codes = ["D110105000123", "HY110105000789", "HJ000000000000", "ZZ999999999999", "A000000000001"]
     keys = practitioner_keys(one_column("practitioner_code", codes))
@@ -415,6 +440,27 @@ def test_day_numbers_in_bulk(texts: list[str]) -> None:
     days = day_numbers(one_column("d", texts), "d")
     assert days.dtype == np.uint16
     assert days.tolist() == [iso_to_day(t) for t in texts]
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1960, 2200), st.integers(0, 13), st.integers(0, 32)), min_size=1)
+)
+def test_contract_vectorised_dates_equal_the_scalar_ones(ymd: list[tuple[int, int, int]]) -> None:
+    columns = np.array(ymd, dtype=np.int64).reshape(-1, 3)
+    year, month, mday = columns[:, 0], columns[:, 1], columns[:, 2]
+    real = real_dates(year, month, mday)
+    days = days_from_civil(year, month, mday)
+    for (y, m, d), is_real, day in zip(ymd, real.tolist(), days.tolist(), strict=True):
+        try:
+            date = dt.date(y, m, d)
+        except ValueError:
+            assert not is_real
+            continue
+        assert is_real
+        assert day == date.toordinal() - dt.date(1970, 1, 1).toordinal()
+        if dt.date(1970, 1, 1) <= date <= dt.date(2149, 6, 5):
+            assert day == date_to_day(date)
 
 
 def test_bad_date_error_says_why() -> None:

@@ -126,6 +126,7 @@ def test_unreadable_certificate_files_stop_the_gateway_naming_the_setting(
     missing = tmp_path / "missing.crt"
     proc = subprocess.run(
         [sys.executable, "-m", "gateway", "--redis-url", redis_url, "--port", "0",
+         "--allow-unsigned",
          "--tls-cert-file", str(missing), "--tls-key-file", str(certs.server.key)],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip

@@ -4,6 +4,8 @@ auditors, reading the same Redis the gateways read.
     python -m gateway.ops overrides [--since 2026-11-01] [--until 2026-11-26]
         [--institution H11010500001] [--practitioner D110105000123]
         [--limit 1000] [--by-practitioner] [--format table|csv|jsonl]
+    python -m gateway.ops overrides --verify [--allow-trimmed-head]
+    python -m gateway.ops overrides --refill-from SPOOL_DIR
     python -m gateway.ops sanctions [--date 2026-11-25] [--institution CODE]
         [--min-staff 1] [--top 50] [--format table|csv|jsonl]
 
@@ -11,13 +13,22 @@ auditors, reading the same Redis the gateways read.
 oldest first; dates are China Standard Time days (``--until`` is exclusive)
 or ISO 8601 times. ``--by-practitioner`` counts them per practitioner and
 institution instead, most first: the view that shows an emergency flag used
-as a loophole. ``sanctions`` reports, per institution, the share of its
+as a loophole. A claim line is listed once however often it was retried
+(``attempts``); ``delivered`` is false when no answer carrying it reached the
+client. ``decided_at`` (the gateway's clock) and ``written_at`` (Redis's)
+are ISO 8601 CST times. Client-supplied text is printed with control
+characters escaped (``\x1b``), and a CSV cell starting with = + - @ gets a
+leading ' so spreadsheets do not run it as a formula; ``jsonl`` keeps numbers
+numbers. ``--verify`` checks every gateway's hash chain in the stream (exit
+3 on a gap or mismatch); ``--refill-from`` writes back, from a gateway's
+spool directory, whatever the stream lost. ``sanctions`` reports, per institution, the share of its
 registered staff suspended or terminated on a day (gateway.ops.sanctions), from
 the published snapshot.
 
 Redis: ``--redis-url``/``--prefix``, else ``ELIG_REDIS_URL``/``ELIG_PREFIX``
 as for the gateway (``rediss://user:password@host:port/0`` works).
-Exit codes: 0 done, 1 nothing published, 2 bad usage or Redis unreachable.
+Exit codes: 0 done, 1 nothing published, 2 bad usage or Redis unreachable,
+3 the audit chain is broken (``--verify``).
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import collections
 import csv
 import datetime as dt
 import sys
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import TextIO
 
@@ -38,13 +50,19 @@ from contract.days import CST, date_to_day, today_cst
 from contract.errors import SnapshotError
 from contract.reads import read_decided
 from contract.snapshot import Keys
-from gateway.ops.audit import FIELDS, OverrideRecord, read_overrides
+from gateway.ops.audit import (
+    OverrideRecord,
+    read_overrides,
+    refill_from_spool,
+    verify_chains,
+)
 from gateway.ops.sanctions import InstitutionShare, sanction_shares
 from gateway.settings import Settings
 
 EXIT_OK = 0
 EXIT_NOT_PUBLISHED = 1
 EXIT_USAGE = 2
+EXIT_TAMPERED = 3
 
 
 class UsageError(Exception):
@@ -62,6 +80,36 @@ def parse_moment(text: str) -> dt.datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=CST)
 
 
+def escape_text(text: str) -> str:
+    """Control and format characters (ESC, CR, bidi overrides, ...) as escapes:
+    a client-chosen claim id must not drive the reviewer's terminal."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c
+        if unicodedata.category(c)[0] != "C" and c not in "\u2028\u2029"
+        else (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+        for c in text
+    )
+
+
+def csv_cell(value: object) -> object:
+    """A cell a spreadsheet shows as text: escaped, and a leading = + - @ (or
+    tab / CR) neutralised with ' (OWASP CSV injection)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if not isinstance(value, str):
+        return value
+    text = escape_text(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _text_cell(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return escape_text(str(value))
+
+
 def _write_rows(
     out: TextIO, fmt: str, header: Sequence[str], rows: Iterable[Sequence[object]]
 ) -> int:
@@ -70,14 +118,14 @@ def _write_rows(
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(header)
         for row in rows:
-            writer.writerow(row)
+            writer.writerow([csv_cell(v) for v in row])
             count += 1
     elif fmt == "jsonl":
         for row in rows:
             out.write(orjson.dumps(dict(zip(header, row, strict=True))).decode() + "\n")
             count += 1
     else:
-        materialised = [[str(v) for v in row] for row in rows]
+        materialised = [[_text_cell(v) for v in row] for row in rows]
         count = len(materialised)
         widths = [len(h) for h in header]
         for row in materialised:
@@ -88,15 +136,82 @@ def _write_rows(
     return count
 
 
-OVERRIDE_COLUMNS = ("written_at", *FIELDS)
+TEXT_COLUMNS = (
+    "record_id",
+    "claim_id",
+    "line_id",
+    "practitioner_code",
+    "institution_code",
+    "channel",
+)
+NUMBER_COLUMNS = ("service_date", "amount_fen", "index_version")
+OVERRIDE_COLUMNS = (
+    "written_at",
+    "decided_at",
+    *TEXT_COLUMNS,
+    "service_date",
+    "overridden_reason",
+    "item_code",
+    "amount_fen",
+    "index_version",
+    "request_id",
+    "delivered",
+    "attempts",
+    "chain",
+    "seq",
+)
+
+
+def _number(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        return text  # not a number (an old or damaged record): shown as it is
+
+
+def _decided_at(text: str) -> str:
+    try:
+        moment = dt.datetime.fromtimestamp(float(text), CST)
+    except (ValueError, OverflowError, OSError):
+        return text
+    return moment.isoformat(timespec="milliseconds")
 
 
 def _override_row(record: OverrideRecord) -> list[object]:
     written = record.written_at.astimezone(CST).isoformat(timespec="milliseconds")
-    return [written, *(record.get(name) for name in FIELDS)]
+    values: dict[str, object] = {
+        name: record.get(name) for name in OVERRIDE_COLUMNS if name not in ("written_at",)
+    }
+    for name in (*NUMBER_COLUMNS, "seq"):
+        values[name] = _number(record.get(name)) if record.get(name) else None
+    values["decided_at"] = _decided_at(record.get("decided_at"))
+    values["delivered"] = record.delivered
+    values["attempts"] = record.attempts
+    return [written, *(values[name] for name in OVERRIDE_COLUMNS[1:])]
+
+
+def _cmd_verify(args: argparse.Namespace, client: redis.Redis, out: TextIO) -> int:
+    report = verify_chains(
+        client, Keys(args.prefix).overrides, allow_trimmed_head=args.allow_trimmed_head
+    )
+    for chain, count in sorted(report.chains.items()):
+        out.write(f"chain {escape_text(chain)}: {count} entries\n")
+    for problem in report.problems:
+        out.write(f"{problem.kind}: chain {escape_text(problem.chain)}: {problem.detail}\n")
+    if report.problems:
+        out.write(f"{len(report.problems)} problems: the audit stream is not intact\n")
+        return EXIT_TAMPERED
+    out.write(f"{len(report.chains)} chains intact\n")
+    return EXIT_OK
 
 
 def _cmd_overrides(args: argparse.Namespace, client: redis.Redis, out: TextIO) -> int:
+    if args.verify:
+        return _cmd_verify(args, client, out)
+    if args.refill_from:
+        written = refill_from_spool(client, Keys(args.prefix).overrides, args.refill_from)
+        out.write(f"{written} entries written back from {args.refill_from}\n")
+        return EXIT_OK
     since = parse_moment(args.since) if args.since else None
     until = parse_moment(args.until) if args.until else None
     if since is not None and until is not None and until <= since:
@@ -197,6 +312,21 @@ def build_parser(defaults: Settings) -> argparse.ArgumentParser:
         "--by-practitioner",
         action="store_true",
         help="count overrides per practitioner and institution, most first",
+    )
+    overrides.add_argument(
+        "--verify",
+        action="store_true",
+        help="check every gateway's hash chain in the stream; exit 3 on a gap or mismatch",
+    )
+    overrides.add_argument(
+        "--allow-trimmed-head",
+        action="store_true",
+        help="with --verify: a chain whose oldest entries were trimmed (MAXLEN) is not a problem",
+    )
+    overrides.add_argument(
+        "--refill-from",
+        metavar="SPOOL_DIR",
+        help="write back from a gateway's spool directory the entries the stream lacks",
     )
     overrides.set_defaults(run=_cmd_overrides)
 

@@ -11,6 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from contract.signing import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE
 from gateway.ops.redis_process import RedisProcess
 
 log = logging.getLogger(__name__)
@@ -21,14 +22,22 @@ class EmbeddedData:
     redis: RedisProcess
     data_dir: Path
 
+    @property
+    def public_key(self) -> Path:
+        """The loader's public key: the embedded default signs and verifies with
+        a key pair of its own, made afresh (``loader keygen``)."""
+        return self.data_dir / "keys" / PUBLIC_KEY_FILE
+
     @classmethod
     def start(cls, prefix: str, practitioners: int) -> EmbeddedData:
         server = RedisProcess().start()
         data_dir = Path(tempfile.mkdtemp(prefix="elig-sample-"))
         try:
             _loader("sample", "--out", str(data_dir), "--practitioners", str(practitioners))
+            _loader("keygen", "--out", str(data_dir / "keys"))
             out = _loader(
                 "load",
+                "--signing-key", str(data_dir / "keys" / PRIVATE_KEY_FILE),
                 "--registry", str(data_dir / "registry.csv"),
                 "--status", str(data_dir / "status.csv"),
                 "--ledger", str(data_dir / "ledger.csv"),

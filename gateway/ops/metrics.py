@@ -25,7 +25,7 @@ import datetime as dt
 import itertools
 import threading
 import time
-from collections.abc import Iterator, Sequence, Sized
+from collections.abc import Iterator, Mapping, Sequence, Sized
 from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
@@ -215,6 +215,18 @@ class FollowerState(Protocol):
     def lost_place(self) -> int: ...
     @property
     def source(self) -> str: ...
+    @property
+    def follower_up(self) -> bool: ...
+    @property
+    def last_success(self) -> float | None: ...
+    @property
+    def data_too_old(self) -> bool: ...
+    @property
+    def errors(self) -> Mapping[str, int]: ...
+    @property
+    def rejected(self) -> Mapping[str, int]: ...
+    @property
+    def epoch_changes(self) -> int: ...
 
 
 class AuditState(Protocol):
@@ -226,6 +238,14 @@ class AuditState(Protocol):
     def recorded(self) -> int: ...
     @property
     def dropped(self) -> int: ...
+    @property
+    def spool_pending(self) -> int: ...
+    @property
+    def spool_errors(self) -> int: ...
+    @property
+    def spool_ok(self) -> bool: ...
+    @property
+    def refused(self) -> int: ...
 
 
 class StateCollector(Collector):
@@ -243,6 +263,7 @@ class StateCollector(Collector):
         self.audit = audit
         self.claims = claims
         self.loaded_at: float | None = None  # when the snapshot deciding now was loaded
+        self.unsigned_allowed = False  # started with --allow-unsigned
         self._loaded_snapshot = 0
 
     def index_swapped(self, index: Index) -> None:
@@ -256,6 +277,11 @@ class StateCollector(Collector):
             self._loaded_snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_unsigned_data_allowed",
+            "1 if started with --allow-unsigned: published data is not verified.",
+            value=1 if self.unsigned_allowed else 0,
+        )
         yield from self.claims.collect()
         yield from self._index()
         yield from self._follower()
@@ -350,6 +376,43 @@ class StateCollector(Collector):
             ),
         ):
             yield CounterMetricFamily(f"{NAMESPACE}_change_feed_{name}", help_text, value=count)
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_follower_up",
+            "1 if the last attempt to follow Redis (snapshots and changes) succeeded.",
+            value=1 if follower.follower_up else 0,
+        )
+        if follower.last_success is not None:
+            yield GaugeMetricFamily(
+                f"{NAMESPACE}_follower_last_success_timestamp_seconds",
+                "When the follower last confirmed the held data with Redis (Unix time).",
+                value=follower.last_success,
+            )
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_data_too_old",
+            "1 if nothing was confirmed with Redis for longer than --max-data-age-s.",
+            value=1 if follower.data_too_old else 0,
+        )
+        errors = CounterMetricFamily(
+            f"{NAMESPACE}_follower_errors",
+            "Failures while following Redis, by cause (redis, data, bug); each is retried.",
+            labels=("cause",),
+        )
+        for cause, count in sorted(follower.errors.items()):
+            errors.add_metric((cause,), count)
+        yield errors
+        rejected = CounterMetricFamily(
+            f"{NAMESPACE}_data_rejected",
+            "Published data refused: bad signature, digest, format or invariant (by what).",
+            labels=("what",),
+        )
+        for what, count in sorted(follower.rejected.items()):
+            rejected.add_metric((what,), count)
+        yield rejected
+        yield CounterMetricFamily(
+            f"{NAMESPACE}_epoch_changes",
+            "Times the dataset's epoch changed (Redis lost or replaced its data) and was taken.",
+            value=follower.epoch_changes,
+        )
         sources = GaugeMetricFamily(
             f"{NAMESPACE}_index_source",
             "Where the index deciding now came from: 1 for the current source.",
@@ -365,8 +428,29 @@ class StateCollector(Collector):
             return
         yield GaugeMetricFamily(
             f"{NAMESPACE}_override_audit_pending",
-            "Emergency-override audit records queued, not yet written to Redis.",
-            value=len(audit.pending),
+            "Emergency-override audit records not yet written to Redis (spool and memory).",
+            value=len(audit.pending) + audit.spool_pending,
+        )
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_override_spool_pending",
+            "Emergency-override audit entries on the local spool, not yet confirmed in Redis.",
+            value=audit.spool_pending,
+        )
+        yield CounterMetricFamily(
+            f"{NAMESPACE}_override_spool_errors",
+            "Failed writes to the local override spool (disk full, read-only, I/O error).",
+            value=audit.spool_errors,
+        )
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_override_spool_up",
+            "1 if the last write to the local override spool succeeded.",
+            value=1 if audit.spool_ok else 0,
+        )
+        yield CounterMetricFamily(
+            f"{NAMESPACE}_override_refused",
+            "Emergency-override lines answered REJECT because their audit record could not "
+            "be stored (--audit-failure-policy reject).",
+            value=audit.refused,
         )
         yield CounterMetricFamily(
             f"{NAMESPACE}_override_audit_written",

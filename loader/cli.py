@@ -1,0 +1,355 @@
+"""``python -m loader`` / ``eligibility-loader``: arguments in, exit code out.
+
+Subcommands::
+
+    load    --registry FILE [--status FILE] [--ledger FILE [--policy NAME]]
+            [--format csv|jsonl] [--redis-url URL] [--prefix P] [--dry-run]
+            [--signing-key FILE] [--replace]
+    explain --registry FILE --ledger FILE [--policy NAME] CODE
+    sample  --out DIR [--practitioners N] [--seed S] [--format csv|jsonl]
+    change  --registry FILE [--status FILE] [--ledger FILE [--policy NAME]]
+            [--expect-snapshot V] [--redis-url URL] [--prefix P] [--dry-run]
+            [--signing-key FILE]
+    status  [--redis-url URL] [--prefix P]
+    keygen  --out DIR
+
+``--signing-key`` defaults to ``ELIG_SIGNING_KEY_FILE``: the loader signs what
+it publishes (``contract.signing``); gateways verify with the public key.
+
+``--redis-url`` and ``--prefix`` default to ``ELIG_REDIS_URL`` and
+``ELIG_PREFIX`` (``elig``): the environment is read here and nowhere else.
+
+``load`` publishes only on top of the version that was current when it
+started (compare-and-set): of two loads run at once, the second to finish
+is refused (exit 1) and nothing of it is visible; ``--replace`` publishes on
+top of whatever is current.
+
+Exit codes: 0 done; 1 not published (Redis unreachable, a newer snapshot
+already current) or, for ``status``, nothing published yet; 2 a bad input
+record or bad usage; nothing is published in either failure case.
+
+This module only parses arguments, prints and maps errors to exit codes; the
+work is ``loader.pipeline``'s (and ``loader.sample``'s for ``sample``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import redis
+
+from contract.codes import decode_practitioner
+from contract.errors import (
+    ChangeNotPublishedError,
+    InvalidCodeError,
+    LoadError,
+    SignatureError,
+    StalePublishError,
+)
+from contract.signing import Signer, generate_keypair
+from contract.snapshot import ARRAY_DTYPES
+from loader import pipeline
+from loader.changes import DEFAULT_STREAM_MAX_ENTRIES
+from loader.pipeline import DEFAULT_POLICY
+from loader.policy import available_policies
+from loader.publish import ANY_VERSION
+from loader.sample import (
+    DEFAULT_PRACTITIONERS,
+    DEFAULT_SEED,
+    MAX_PRACTITIONERS,
+    practitioner_count,
+    write_sample,
+)
+
+ENV_REDIS_URL = "ELIG_REDIS_URL"
+ENV_PREFIX = "ELIG_PREFIX"
+ENV_SIGNING_KEY = "ELIG_SIGNING_KEY_FILE"
+DEFAULT_PREFIX = "elig"
+
+EXIT_OK = 0
+EXIT_NOT_PUBLISHED = 1
+EXIT_BAD_INPUT = 2
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _redis_url(url: str | None) -> str:
+    if not url:
+        raise _UsageError(f"no Redis: give --redis-url or set {ENV_REDIS_URL}")
+    return url
+
+
+def _read_and_build(args: argparse.Namespace) -> pipeline.Built:
+    return pipeline.read_and_build(
+        args.registry, args.status, args.ledger, args.policy, args.format
+    )
+
+
+def _signer(args: argparse.Namespace) -> Signer | None:
+    if not args.signing_key:
+        print(
+            f"warning: no --signing-key ({ENV_SIGNING_KEY}): publishing UNSIGNED data, which "
+            "gateways refuse unless started with --allow-unsigned",
+            file=sys.stderr,
+        )
+        return None
+    try:
+        return Signer.from_file(args.signing_key)
+    except SignatureError as exc:
+        raise _UsageError(str(exc)) from exc
+
+
+def _cmd_load(args: argparse.Namespace) -> int:
+    if args.status is None and args.ledger is None:
+        raise _UsageError("give --status, --ledger or both")
+    signer = expect = None
+    if not args.dry_run:
+        signer = _signer(args)
+        # Read first: Redis unreachable is said before minutes of parsing, and
+        # the version read now is the one this load publishes on top of.
+        expect = pipeline.read_current(_redis_url(args.redis_url), args.prefix)
+    built = _read_and_build(args)
+    inputs, meta = built.inputs, built.meta
+    print(f"registry: {len(inputs.registry)} records from {inputs.registry.file}")
+    if inputs.status_feed is not None:
+        feed = inputs.status_feed
+        print(f"status feed: {len(feed)} records from {feed.file}")
+    if "ledger" in meta:
+        print(f"scoring ledger: {meta['ledger']['records']} events, policy {args.policy}")
+    for name, count in meta["counts"].items():
+        print(f"{name}: {count}")
+    if args.dry_run:
+        print("dry run: nothing published")
+        return EXIT_OK
+    result = pipeline.load(
+        built,
+        _redis_url(args.redis_url),
+        args.prefix,
+        expect_current=ANY_VERSION if args.replace else expect,
+        signer=signer,
+    )
+    print(
+        f"published version {result.version} (previous: {result.previous or 'none'}; "
+        f"epoch {result.epoch}; {'signed' if signer else 'UNSIGNED'})"
+    )
+    return EXIT_OK
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    try:
+        explanation = pipeline.explain(
+            args.registry, args.ledger, args.policy, args.practitioner_code, args.format
+        )
+    except InvalidCodeError as exc:
+        raise _UsageError(str(exc)) from exc
+    print(explanation.text())
+    return EXIT_OK
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    files = write_sample(args.out, args.practitioners, args.seed, args.format)
+    print(f"wrote {files.registry} ({files.registry_records} records)")
+    print(f"wrote {files.status} ({files.status_records} records)")
+    print(f"wrote {files.ledger} ({files.ledger_records} records)")
+    return EXIT_OK
+
+
+def _cmd_change(args: argparse.Namespace) -> int:
+    """Publish the complete new records of the practitioners in the files (loader.changes)."""
+    if args.status is None and args.ledger is None:
+        raise _UsageError("give --status, --ledger or both (an empty file: no sanctions)")
+    built = _read_and_build(args)
+    prac_codes = built.arrays["prac_codes"]
+    names = [decode_practitioner(int(key)) for key in prac_codes[:10]]
+    more = len(prac_codes) - len(names)
+    print(f"change: {len(prac_codes)} practitioners: {', '.join(names)}"
+          + (f" and {more} more" if more else ""))  # fmt: skip
+    if args.dry_run:
+        print("dry run: nothing published")
+        return EXIT_OK
+    result = pipeline.change(
+        built,
+        _redis_url(args.redis_url),
+        args.prefix,
+        expect_snapshot=args.expect_snapshot,
+        stream_max_entries=args.stream_max_entries,
+        signer=_signer(args),
+    )
+    print(
+        f"published change {result.seq} on top of snapshot {result.base} "
+        f"(index_version {result.index_version}, stream entry {result.stream_id})"
+    )
+    return EXIT_OK
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    try:
+        private, public = generate_keypair(args.out)
+    except SignatureError as exc:
+        raise _UsageError(str(exc)) from exc
+    print(f"wrote {private} (private: the loader's --signing-key; keep it secret)")
+    print(f"wrote {public} (public: the gateways' --trusted-keys)")
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    published = pipeline.read_status(_redis_url(args.redis_url), args.prefix)
+    if published.version is None:
+        print(f"no snapshot published under prefix {args.prefix!r}")
+        return EXIT_NOT_PUBLISHED
+    print(f"current version: {published.version}")
+    print(f"live changes on top: {published.changes} (index_version {published.index_version})")
+    manifest = published.manifest
+    if manifest is None:
+        print("manifest: missing")
+        return EXIT_NOT_PUBLISHED
+    print(f"created at: {manifest.created_at}")
+    for name in ARRAY_DTYPES:
+        print(f"{name}: {manifest.lengths[name]}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser; defaults come from the environment."""
+    parser = argparse.ArgumentParser(
+        prog="eligibility-loader",
+        description="Validate registry and status files, build a snapshot, publish it to Redis.",
+        epilog="exit codes: 0 done, 1 not published / nothing published, 2 bad input or usage",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def signing_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--signing-key",
+            default=os.environ.get(ENV_SIGNING_KEY),
+            help=f"the loader's private key (PEM, from `keygen`): sign what is published "
+            f"(default: ${ENV_SIGNING_KEY}; without one the data is unsigned)",
+        )
+
+    def redis_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--redis-url",
+            default=os.environ.get(ENV_REDIS_URL),
+            help=f"Redis to publish to (default: ${ENV_REDIS_URL})",
+        )
+        sub.add_argument(
+            "--prefix",
+            default=os.environ.get(ENV_PREFIX, DEFAULT_PREFIX),
+            help=f"Redis key prefix (default: ${ENV_PREFIX} or {DEFAULT_PREFIX!r})",
+        )
+
+    load = commands.add_parser("load", help="validate, build and publish a snapshot")
+    load.add_argument("--registry", required=True, type=Path, help="registry file (.csv/.jsonl)")
+    load.add_argument("--status", type=Path, help="status feed file (.csv/.jsonl)")
+    policies = ", ".join(available_policies())
+    load.add_argument(
+        "--ledger", type=Path, help="scoring ledger (.csv/.jsonl): derive statuses from points"
+    )
+    load.add_argument(
+        "--policy", default=DEFAULT_POLICY, help=f"points policy ({policies}; default national)"
+    )
+    load.add_argument(
+        "--format", choices=("csv", "jsonl"), help="input format (default: by file extension)"
+    )
+    load.add_argument(
+        "--dry-run", action="store_true", help="validate and build, print counts, do not publish"
+    )
+    load.add_argument(
+        "--replace",
+        action="store_true",
+        help="publish on top of whatever is current (default: only on top of the version "
+        "current when this load started; a concurrent load makes it fail)",
+    )
+    signing_option(load)
+    redis_options(load)
+    load.set_defaults(run=_cmd_load)
+
+    keygen = commands.add_parser(
+        "keygen", help="make the loader's Ed25519 key pair (signing.key, signing.pub)"
+    )
+    keygen.add_argument("--out", required=True, type=Path, help="directory to write into")
+    keygen.set_defaults(run=_cmd_keygen)
+
+    explain = commands.add_parser(
+        "explain", help="show which ledger events produced which status changes of one person"
+    )
+    explain.add_argument("--registry", required=True, type=Path, help="registry file")
+    explain.add_argument("--ledger", required=True, type=Path, help="scoring ledger file")
+    explain.add_argument("--policy", default=DEFAULT_POLICY, help=f"({policies}; default national)")
+    explain.add_argument("--format", choices=("csv", "jsonl"), help="input format")
+    explain.add_argument("practitioner_code", help="e.g. D110105000123")
+    explain.set_defaults(run=_cmd_explain)
+
+    sample = commands.add_parser("sample", help="write a deterministic sample data set")
+    sample.add_argument("--out", required=True, type=Path, help="directory to write into")
+    sample.add_argument(
+        "--practitioners",
+        type=practitioner_count,
+        default=DEFAULT_PRACTITIONERS,
+        help=f"random staff count, 0..{MAX_PRACTITIONERS} (default {DEFAULT_PRACTITIONERS})",
+    )
+    sample.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed")
+    sample.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    sample.set_defaults(run=_cmd_sample)
+
+    change = commands.add_parser(
+        "change",
+        help="publish new records of a few practitioners on top of the current snapshot",
+        description="The files hold ALL the records of the practitioners who changed (every "
+        "registry row, every status record or ledger event); each practitioner named gets "
+        "exactly that record, everyone else is untouched. Running gateways apply it within "
+        "milliseconds; the next full load must include it.",
+    )
+    change.add_argument("--registry", required=True, type=Path, help="their registry rows")
+    change.add_argument("--status", type=Path, help="their status feed records")
+    change.add_argument("--ledger", type=Path, help="their scoring ledger events")
+    change.add_argument("--policy", default=DEFAULT_POLICY, help=f"({policies}; default national)")
+    change.add_argument("--format", choices=("csv", "jsonl"), help="input format")
+    change.add_argument(
+        "--expect-snapshot",
+        type=int,
+        help="publish only if this snapshot version is still current (default: the current one)",
+    )
+    change.add_argument(
+        "--stream-max-entries",
+        type=int,
+        default=DEFAULT_STREAM_MAX_ENTRIES,
+        help=f"entries the change stream keeps (default {DEFAULT_STREAM_MAX_ENTRIES})",
+    )
+    change.add_argument("--dry-run", action="store_true", help="validate only, do not publish")
+    signing_option(change)
+    redis_options(change)
+    change.set_defaults(run=_cmd_change)
+
+    status = commands.add_parser("status", help="show the published version and its counts")
+    redis_options(status)
+    status.set_defaults(run=_cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit code."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except LoadError as exc:
+        print(f"error: {exc}; nothing published", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except _UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (StalePublishError, ChangeNotPublishedError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NOT_PUBLISHED
+    except redis.RedisError as exc:
+        print(f"error: Redis: {exc}", file=sys.stderr)
+        return EXIT_NOT_PUBLISHED
+    return code
