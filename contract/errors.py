@@ -3,6 +3,7 @@
     EligibilityError
     ├── InvalidCodeError        a practitioner or institution code is malformed
     ├── InvalidRequestError     a request is structurally bad (names the field)
+    ├── PermissionDeniedError   the client's certificate may not do this
     ├── IndexNotLoadedError     no index yet: the gateway cannot decide
     ├── SnapshotError           a snapshot in Redis is missing or inconsistent
     │   └── SignatureError      ... or not signed by a trusted key
@@ -35,6 +36,10 @@ class InvalidRequestError(EligibilityError, ValueError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+
+
+class PermissionDeniedError(EligibilityError):
+    """The client's certificate may not do this (``gateway.ops.identity``)."""
 
 
 class IndexNotLoadedError(EligibilityError):

@@ -1,7 +1,10 @@
 """Claims-settlement eligibility gateway (医保支付资格 驾照式记分).
 
-Modules: ``codes`` and ``days`` (encodings), ``domain`` (enums and errors),
-``snapshot`` (the Redis key schema and snapshot format, shared with the
-loader), ``index`` (the in-memory status index), ``decide`` (the decision
-kernel), ``servicer``/``server`` (gRPC), ``feed`` (Redis -> index).
+The decision path: ``servicer`` (messages <-> decisions, errors -> status
+codes), ``decide`` (the rules of SPEC §4), ``index`` (the arrays, their
+lookups and the overlay of live changes), ``claims`` (request validation).
+Its I/O: ``feed`` (follows Redis through ``contract.reads``: verified
+snapshots and changes), ``server`` (grpc.aio wiring, health, reflection),
+``settings`` (``ELIG_*``), ``__main__`` (the CLI). Everything operational is
+in ``gateway.ops``. The gateway imports ``contract``, never ``loader``.
 """

@@ -125,6 +125,11 @@ def build_parser(defaults: Settings) -> argparse.ArgumentParser:
         "--tls-client-ca-file",
         help="PEM CA certificates: require client certificates signed by them (mutual TLS)",
     )
+    ops.add_argument(
+        "--client-identity-file",
+        help="JSON map of client certificate identities to the institutions they may act for "
+        "and their role (gateway.ops.identity); needs --tls-client-ca-file",
+    )
     limits = parser.add_argument_group(
         "limits (gateway.ops.limits; health checks are never refused by them)"
     )
@@ -304,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tls_cert_file=args.tls_cert_file,
             tls_key_file=args.tls_key_file,
             tls_client_ca_file=args.tls_client_ca_file,
+            client_identity_file=args.client_identity_file,
             max_concurrent_rpcs=args.max_concurrent_rpcs,
             max_open_streams=args.max_open_streams,
             stream_window_bytes=args.stream_window_bytes,

@@ -23,6 +23,7 @@ from gateway.feed import SnapshotFollower
 from gateway.index import Index, IndexHolder
 from gateway.ops.audit import OverrideAudit, spool_dir_for
 from gateway.ops.disk_cache import SnapshotCache
+from gateway.ops.identity import IdentityMap
 from gateway.ops.interceptors import ObservabilityInterceptor
 from gateway.ops.limits import LimitsInterceptor
 from gateway.ops.metrics import GatewayMetrics
@@ -131,6 +132,11 @@ def build_server(
         max_lines_per_claim=settings.max_lines_per_claim,
         overrides=audit,
         observer=metrics,
+        identities=(
+            IdentityMap.from_file(settings.client_identity_file)
+            if settings.client_identity_file
+            else None
+        ),
     )
     add_servicer_to_server(servicer, server)
     health_servicer = health_aio.HealthServicer()

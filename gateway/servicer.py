@@ -23,6 +23,7 @@ from contract.errors import (
     InvalidCodeError,
     InvalidRequestError,
     LoadError,
+    PermissionDeniedError,
     SignatureError,
     SnapshotError,
     StalePublishError,
@@ -37,6 +38,7 @@ from gateway.decide import (
     principal_payable,
 )
 from gateway.index import Index, IndexHolder
+from gateway.ops.identity import CLIENT_IDENTITY, Client, IdentityMap, peer_names
 from proto.eligibility.v1 import eligibility_pb2 as pb
 from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
 
@@ -58,6 +60,7 @@ OVERRIDE = int(Decision.PAY_EMERGENCY_OVERRIDE)
 STATUS_FOR_ERROR: tuple[tuple[type[EligibilityError], grpc.StatusCode], ...] = (
     (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
     (InvalidCodeError, grpc.StatusCode.INVALID_ARGUMENT),
+    (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
     (IndexNotLoadedError, grpc.StatusCode.UNAVAILABLE),
     (SignatureError, grpc.StatusCode.UNAVAILABLE),
     (SnapshotError, grpc.StatusCode.UNAVAILABLE),
@@ -190,17 +193,43 @@ class EligibilityServicer(pb_grpc.EligibilityGatewayServicer):
         max_lines_per_claim: int,
         overrides: OverrideSink,
         observer: ClaimObserver | None = None,
+        identities: IdentityMap | None = None,
     ) -> None:
         self.holder = holder
         self.policy = policy
         self.max_lines_per_claim = max_lines_per_claim
         self.overrides = overrides
         self.observer = observer
+        self.identities = identities
+
+    def _client(self, context: Context) -> Client | None:
+        """The caller's rights under the client identity map (None: no map, no checks).
+        Sets ``CLIENT_IDENTITY`` for the override records of this call."""
+        if self.identities is None:
+            return None
+        names = peer_names(context.auth_context())
+        client = self.identities.find(names)
+        if client is None:
+            shown = ", ".join(repr(n[:64]) for n in names[:3]) or "no certificate name"
+            raise PermissionDeniedError(f"client certificate ({shown}) is not in the identity map")
+        CLIENT_IDENTITY.set(client.identity)
+        return client
+
+    @staticmethod
+    def _may_claim(client: Client | None, request: pb.CheckClaimRequest) -> None:
+        if client is None or isinstance(request, UndecodableRequest):
+            return
+        if not client.may_claim_for(request.institution_code):
+            raise PermissionDeniedError(
+                f"institution_code: client {client.identity!r} ({client.role}) may not act for "
+                f"{request.institution_code[:32]!r}"
+            )
 
     async def CheckClaim(
         self, request: pb.CheckClaimRequest, context: Context
     ) -> pb.CheckClaimResponse:
         try:
+            self._may_claim(self._client(context), request)
             response, commit = self.decide_claim(request)
         except EligibilityError as exc:
             await context.abort(status_for(exc), str(exc))
@@ -219,8 +248,14 @@ class EligibilityServicer(pb_grpc.EligibilityGatewayServicer):
         context: Context,
     ) -> AsyncIterator[pb.CheckClaimResponse]:
         position = 0
+        try:
+            client = self._client(context)
+        except EligibilityError as exc:
+            await context.abort(status_for(exc), str(exc))
+            raise
         async for request in request_iterator:
             try:
+                self._may_claim(client, request)
                 response, commit = self.decide_claim(request)
             except EligibilityError as exc:
                 claim_id = "" if isinstance(request, UndecodableRequest) else request.claim_id[:64]
@@ -241,7 +276,20 @@ class EligibilityServicer(pb_grpc.EligibilityGatewayServicer):
         self, request: pb.GetPractitionerStatusRequest, context: Context
     ) -> pb.GetPractitionerStatusResponse:
         try:
-            return self.practitioner_status(request)
+            client = self._client(context)
+            response = self.practitioner_status(request)
+            # An institution's client reads only staff of its own institutions;
+            # the same answer whether the practitioner exists or not (no enumeration).
+            if (
+                client is not None
+                and not client.reads_everyone
+                and not client.institutions.intersection(response.institution_codes)
+            ):
+                raise PermissionDeniedError(
+                    f"practitioner_code: client {client.identity!r} may read only staff "
+                    "registered at its own institutions on the date asked"
+                )
+            return response
         except EligibilityError as exc:
             await context.abort(status_for(exc), str(exc))
             raise

@@ -56,6 +56,9 @@ class Settings:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_client_ca_file: str | None = None
+    # Mutual TLS only: which institutions each client certificate may act for,
+    # and its role (gateway.ops.identity); None = no per-client check.
+    client_identity_file: str | None = None
     # Unary RPCs in progress at once; more get RESOURCE_EXHAUSTED (gateway.ops.limits).
     # Open streams and health checks never take these slots.
     max_concurrent_rpcs: int = 1000
@@ -113,6 +116,11 @@ class Settings:
             raise ValueError(f"metrics_port: {self.metrics_port} is not a TCP port")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file, tls_key_file: give both or neither")
+        if self.client_identity_file is not None and self.tls_client_ca_file is None:
+            raise ValueError(
+                "client_identity_file: needs mutual TLS (tls_client_ca_file): without a client "
+                "certificate there is no identity to check"
+            )
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("tls_client_ca_file: mutual TLS needs tls_cert_file and tls_key_file")
         if self.max_concurrent_rpcs < 1:

@@ -27,6 +27,8 @@ top of whatever is current.
 Exit codes: 0 done; 1 not published (Redis unreachable, a newer snapshot
 already current) or, for ``status``, nothing published yet; 2 a bad input
 record or bad usage; nothing is published in either failure case.
+``explain`` exits 2 whenever its explanation reports an error (a registry
+record inside a re-registration bar: a load would refuse it).
 
 This module only parses arguments, prints and maps errors to exit codes; the
 work is ``loader.pipeline``'s (and ``loader.sample``'s for ``sample``).
@@ -40,6 +42,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -123,6 +126,7 @@ def _cmd_load(args: argparse.Namespace) -> int:
         print(f"status feed: {len(feed)} records from {feed.file}")
     if "ledger" in meta:
         print(f"scoring ledger: {meta['ledger']['records']} events, policy {args.policy}")
+        _print_closed_registrations(meta)
     for name, count in meta["counts"].items():
         print(f"{name}: {count}")
     if args.dry_run:
@@ -150,7 +154,14 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     except InvalidCodeError as exc:
         raise _UsageError(str(exc)) from exc
     print(explanation.text())
-    return EXIT_OK
+    for error in explanation.errors:
+        print(f"error: {error}", file=sys.stderr)
+    return EXIT_BAD_INPUT if explanation.errors else EXIT_OK
+
+
+def _print_closed_registrations(meta: dict[str, Any]) -> None:
+    closed = meta["ledger"]["registrations_closed_by_terminations"]
+    print(f"terminations closed {closed} open registrations (begun before the termination day)")
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
@@ -171,6 +182,8 @@ def _cmd_change(args: argparse.Namespace) -> int:
     more = len(prac_codes) - len(names)
     print(f"change: {len(prac_codes)} practitioners: {', '.join(names)}"
           + (f" and {more} more" if more else ""))  # fmt: skip
+    if "ledger" in built.meta:
+        _print_closed_registrations(built.meta)
     if args.dry_run:
         print("dry run: nothing published")
         return EXIT_OK

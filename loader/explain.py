@@ -1,13 +1,18 @@
 """Why a practitioner has the status they have: one practitioner's replay,
 told in words (``python -m loader explain ...``).
 
-The text lists every ledger event of the practitioner in replay order with
-what it did (year total before -> after, suspension, termination, bar), the
-revoked events and the REVOKEs that removed them, then each status change
-point with the steps of its day that produced it, then the points change
-points. It is computed by replaying that one practitioner with the same code
-as ``derive_statuses`` (``loader.points.trace_practitioner``, whose trail
-says it in words), so it cannot disagree with the published timeline. This
+The text lists the practitioner's ledger events day by day: each day's
+SCOREs and REPAIRs, then the day's settlement (year total before -> after,
+and which rule the final total decided: no threshold, a suspension, no new
+suspension, a termination and its bar, the registrations it ended), then
+the day's SHORTENs; then the revoked events and the REVOKEs that removed
+them, each status change point with the steps of its day that produced it,
+the points change points, and any error (a registry record inside a
+re-registration bar): ``Explanation.errors``, for the CLI's exit code.
+
+It is computed by replaying that one practitioner with the same code as
+``derive_statuses`` (``loader.points.trace_practitioner``, whose trail says
+it in words), so it cannot disagree with the published timeline. This
 module only lays the text out.
 """
 
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 
 from contract.codes import decode_practitioner, encode_practitioner
 from contract.days import DAY_NONE, day_to_iso
+from contract.errors import LoadError
 from loader.points import Ledger, RegistrationStarts, Trace, TrailEntry, trace_practitioner
 from loader.policy import Policy
 
@@ -29,6 +35,11 @@ class Explanation:
 
     def text(self) -> str:
         return format_explanation(self)
+
+    @property
+    def errors(self) -> list[LoadError]:
+        """The errors the explanation reports (a load would refuse them)."""
+        return [v.error() for v in self.trace.replay.violations]
 
 
 def explain_practitioner(
@@ -56,7 +67,7 @@ def format_explanation(ex: Explanation) -> str:
     r = t.replay
     out = [f"Practitioner {ex.practitioner_code}, policy {ex.policy.name}: {ex.policy.title}"]
     out.append("")
-    out.append("Replay (by effective_on, then event_id):")
+    out.append("Replay, day by day (a day's events settle together):")
     if not t.trail:
         out.append("  (no events in effect)")
     out.extend(f"  {day_to_iso(e.day)}  {_entry(e)}" for e in t.trail)
@@ -78,7 +89,7 @@ def format_explanation(ex: Explanation) -> str:
     if not r.points_changes:
         out.append("  none")
     out.extend(f"  from {day_to_iso(day)}  {total}" for day, total in r.points_changes)
-    for v in r.violations:
+    for error in ex.errors:
         out.append("")
-        out.append(f"ERROR: {v.error()}")
+        out.append(f"ERROR: {error}")
     return "\n".join(out)

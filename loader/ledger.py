@@ -12,18 +12,28 @@ into string columns with exact line numbers). Columns::
                         REPAIR: 1..65535 (more than the total just leaves 0);
                         SHORTEN / REVOKE: ignored (may be empty)
     effective_on        required, YYYY-MM-DD (for a REVOKE: recorded, not used)
-    suspension_months   optional; under a policy whose lengths come from the
-                        event (national) a value must lie in the policy's
-                        min..max months, and a SCORE that suspends must carry
-                        one (checked by the engine, which knows which do);
-                        under a table policy (Jiangxi) the column is not read
+    suspension_months   optional; a value must lie in the policy's min..max
+                        months. Under a policy whose lengths come from the
+                        event (national) it is the length, and the SCORE(s)
+                        of a year's first suspension must carry one (checked
+                        by the engine, which knows which do). Under a table
+                        policy (Jiangxi) the table gives the length; under
+                        both, a value on a SCORE after a suspension already
+                        triggered that year says the authority decided a new
+                        one (SPEC §7: thresholds trigger when crossed)
     reference           REVOKE: the event_id of the revoked event (required);
                         other kinds: free text (a decision number), optional
+    case_id             optional; the events of one handling decision (一次,
+                        one 处理决定) share it: 一次性记满 and Jiangxi's 单次
+                        lengths count a case's points. No surrounding spaces;
+                        one practitioner per case. Empty: a case of its own.
+                        A ledger without the column reads as all empty.
 
 Every bad record stops the load with ``LoadError(file, line, field, reason)``:
 bad codes, dates, kinds or numbers, a duplicate event_id (naming the first
-line), a REVOKE of an unknown event_id, of another practitioner's event, of
-itself or in a cycle.
+line), a case_id of two practitioners (naming the first line), a REVOKE of
+an unknown event_id, of another practitioner's event, of itself or in a
+cycle.
 """
 
 from __future__ import annotations
@@ -35,13 +45,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from contract.codes import decode_practitioner
 from loader.columns import day_numbers, enum_values, institution_keys, integers, practitioner_keys
-from loader.points import NO_EVENT, POINTS_MAX_STORED, Kind, Ledger, resolve_revocations
+from loader.points import NO_CASE, NO_EVENT, POINTS_MAX_STORED, Kind, Ledger, resolve_revocations
 from loader.policy import Policy
 from loader.tables import FileFormat, Table, parse_table, read_table, show_value
 
 REQUIRED = ("event_id", "practitioner_code", "institution_code", "kind", "effective_on")
-OPTIONAL = ("points", "suspension_months", "reference")
+OPTIONAL = ("points", "suspension_months", "reference", "case_id")
 KINDS = {k.name: int(k) for k in (Kind.SCORE, Kind.REPAIR, Kind.SHORTEN, Kind.REVOKE)}
 # A placeholder that passes the code check for rows allowed an empty institution.
 _NO_INSTITUTION_CODE = "A00000000000"
@@ -65,7 +76,6 @@ def parse_ledger(data: bytes, file: str, policy: Policy, *, file_format: FileFor
 
 def ledger_from_table(table: Table, policy: Policy) -> Ledger:
     """Validate a table's columns and build the engine's ``Ledger``."""
-    n = len(table)
     kind = enum_values(table, "kind", KINDS, np.uint8)
     is_score = kind == Kind.SCORE
     is_repair = kind == Kind.REPAIR
@@ -92,17 +102,16 @@ def ledger_from_table(table: Table, policy: Policy) -> Ledger:
     )
     points = np.where(is_score | is_repair, points, 0)
 
-    months = np.zeros(n, dtype=np.uint8)
-    if policy.needs_event_months:
-        given, present = _optional_integers(table, "suspension_months")
-        lo_m, hi_m = policy.min_months, policy.max_months
-        _check(
-            table,
-            "suspension_months",
-            present & ((given < lo_m) | (given > hi_m)),
-            f"must be {lo_m}..{hi_m} months (policy {policy.name!r}), got",
-        )
-        months = np.where(is_score & present, given, 0).astype(np.uint8)
+    given, present = _optional_integers(table, "suspension_months")
+    lo_m, hi_m = policy.min_months, policy.max_months
+    _check(
+        table,
+        "suspension_months",
+        present & ((given < lo_m) | (given > hi_m)),
+        f"must be {lo_m}..{hi_m} months (policy {policy.name!r}), got",
+    )
+    months = np.where(is_score & present, given, 0).astype(np.uint8)
+    case, case_names = _cases(table, practitioner)
 
     references: list[str] = table.column("reference").to_pylist()
     revokes = _revoked_rows(table, kind, event_ids, references)
@@ -118,6 +127,8 @@ def ledger_from_table(table: Table, policy: Policy) -> Ledger:
         reference=references,
         revokes=revokes,
         line=table.lines,
+        case=case,
+        case_names=case_names,
     )
     resolve_revocations(ledger)  # refuse REVOKE cycles and cross-practitioner ones now
     return ledger
@@ -157,6 +168,38 @@ def _event_ids(table: Table) -> list[str]:
                 f"duplicate event_id {show_value(event_id)} (first on line {table.line_of(seen)})",
             )
     return ids
+
+
+def _cases(table: Table, practitioner: Any) -> tuple[Any, list[str]]:
+    """(case number per row, NO_CASE where empty; the case_ids as written).
+    Refuse a case_id with surrounding spaces, or one given to two practitioners."""
+    n = len(table)
+    column = table.column("case_id")
+    given = np.asarray(pc.not_equal(column, "").to_numpy(zero_copy_only=False), dtype=np.bool_)
+    if not given.any():
+        return Ledger.no_cases(n), []
+    ok = pc.match_substring_regex(column, _EVENT_ID_RE).to_numpy(zero_copy_only=False)
+    _check(table, "case_id", given & ~ok, "must have no surrounding spaces, got")
+    encoded = pc.dictionary_encode(column).combine_chunks()
+    names: list[str] = encoded.dictionary.to_pylist()
+    indices = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    case = np.where(given, indices, NO_CASE)
+    # One practitioner per case: every row of a case names its first row's.
+    rows = np.flatnonzero(given)
+    first = np.full(len(names), n, dtype=np.int64)
+    np.minimum.at(first, case[rows], rows)
+    bad = rows[practitioner[rows] != practitioner[first[case[rows]]]]
+    if len(bad):
+        row = int(bad[0])
+        head = int(first[case[row]])
+        raise table.error(
+            row,
+            "case_id",
+            f"case {show_value(names[case[row]])} is for "
+            f"{decode_practitioner(int(practitioner[head]))} (line {table.line_of(head)}), "
+            f"not {decode_practitioner(int(practitioner[row]))}: one case, one practitioner",
+        )
+    return case, names
 
 
 def _institutions(table: Table, is_score: Any) -> Any:

@@ -1,7 +1,8 @@
 """The loader's work: input files -> validated columns -> snapshot -> Redis.
 
 A load is ``read_inputs`` -> ``derive_from_ledger`` (with a ledger) ->
-``build_snapshot``, the three together ``read_and_build``; then ``load``
+``end_registrations_at_terminations`` -> ``build_snapshot``, together
+``read_and_build``; then ``load``
 publishes the result as the new snapshot (``loader.publish``) or ``change``
 publishes it as a live change on top of the current one (``loader.changes``).
 ``read_status`` reads what is published; ``explain`` tells how one
@@ -22,7 +23,7 @@ Redis errors as they come.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,19 @@ def derive_from_ledger(
     return ledger, result
 
 
+def end_registrations_at_terminations(inputs: Inputs, derived: PointsResult) -> tuple[Inputs, int]:
+    """SPEC §7: a termination ends the practitioner's registrations that began
+    before it (登记备案状态维护为终止), even where the registry leaves
+    ``deregistered_on`` empty; only registrations after the bar count again.
+    The points engine says which records end and when (``closed_rows``,
+    ``closed_on``); return the inputs with them ended, and how many."""
+    closed = len(derived.closed_rows)
+    if closed == 0:
+        return inputs, 0
+    registry = inputs.registry.with_registrations_ended(derived.closed_rows, derived.closed_on)
+    return replace(inputs, registry=registry), closed
+
+
 def build_snapshot(
     inputs: Inputs,
     *,
@@ -184,11 +198,17 @@ def read_and_build(
         arrays, meta = build_snapshot(inputs)
         return Built(inputs, arrays, meta)
     ledger, derived = derive_from_ledger(inputs, ledger_path, policy_name, file_format)
+    inputs, closed = end_registrations_at_terminations(inputs, derived)
     arrays, meta = build_snapshot(
         inputs, extra_timelines=derived.timelines(), points=derived.points_timelines()
     )
     meta["has_points"] = True
-    meta["ledger"] = {"file": ledger.file, "records": len(ledger), "policy": policy_name}
+    meta["ledger"] = {
+        "file": ledger.file,
+        "records": len(ledger),
+        "policy": policy_name,
+        "registrations_closed_by_terminations": closed,
+    }
     return Built(inputs, arrays, meta)
 
 

@@ -21,7 +21,7 @@ million records read and validate in a few seconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,18 @@ class Registry:
         keys = np.sort(self.practitioner)
         distinct: npt.NDArray[np.uint64] = keys[np.append(True, keys[1:] != keys[:-1])]
         return distinct
+
+    def with_registrations_ended(
+        self, rows: npt.NDArray[np.int64], ends_on: npt.NDArray[np.uint16]
+    ) -> Registry:
+        """A copy in which the records at ``rows`` end on ``ends_on`` (their
+        new ``deregistered_on``): what a termination does to the registrations
+        that began before it (SPEC §7, ``loader.points``)."""
+        if len(rows) == 0:
+            return self
+        deregistered_on = self.deregistered_on.copy()
+        deregistered_on[rows] = ends_on
+        return replace(self, deregistered_on=deregistered_on)
 
 
 def read_registry(path: Path | str, *, file_format: FileFormat | None = None) -> Registry:

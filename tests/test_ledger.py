@@ -14,7 +14,7 @@ from contract.days import iso_to_day
 from contract.domain import Status
 from contract.errors import LoadError
 from loader.ledger import parse_ledger, read_ledger
-from loader.points import NO_EVENT, Kind, Ledger, RegistrationStarts, derive_statuses
+from loader.points import NO_CASE, NO_EVENT, Kind, Ledger, RegistrationStarts, derive_statuses
 from loader.policy import load_policy
 from loader.timeline import StatusChange
 
@@ -252,11 +252,120 @@ def test_optional_columns_may_be_absent() -> None:
     assert ledger.points.tolist() == [5] and list(ledger.reference) == [""]
 
 
-def test_table_policy_does_not_read_suspension_months() -> None:
+def test_table_policy_reads_suspension_months_as_a_decision() -> None:
+    # Under Jiangxi the table gives the length, but a value on a SCORE says
+    # the authority decided a new suspension (SPEC §7: thresholds trigger
+    # when crossed); it is checked like the national one.
     text = f"{HEADER}\n{row(suspension_months='9')}\n"
-    with pytest.raises(LoadError):
-        csv_ledger(text, "national")
-    assert csv_ledger(text, "jiangxi").suspension_months.tolist() == [0]
+    for policy in ("national", "jiangxi"):
+        with pytest.raises(LoadError) as err:
+            csv_ledger(text, policy)
+        assert (err.value.line, err.value.field) == (2, "suspension_months")
+    text = f"{HEADER}\n{row(suspension_months='2')}\n"
+    assert csv_ledger(text, "jiangxi").suspension_months.tolist() == [2]
+
+
+# --- case_id (one handling, 一次) -------------------------------------------
+
+CASE_HEADER = f"{HEADER},case_id"
+
+
+def test_old_ledgers_without_case_id_load_as_before() -> None:
+    ledger = csv_ledger(GOOD_CSV)
+    assert ledger.case.tolist() == [NO_CASE] * 5
+    assert list(ledger.case_names) == []
+
+
+def test_case_ids_are_read() -> None:
+    text = (
+        f"{CASE_HEADER}\n"
+        f"{row(event_id='E1')},K-1\n"
+        f"{row(event_id='E2')},\n"
+        f"{row(event_id='E3', practitioner_code='HY110105000789')},K-2\n"
+        f"{row(event_id='E4')},K-1\n"
+    )
+    ledger = csv_ledger(text)
+    names = list(ledger.case_names)
+    assert [names[c] if c != NO_CASE else "" for c in ledger.case.tolist()] == [
+        "K-1",
+        "",
+        "K-2",
+        "K-1",
+    ]
+
+
+def test_case_ids_in_json_lines_may_be_numbers_or_absent(tmp_path: Path) -> None:
+    base = {
+        "practitioner_code": "D110105000123",
+        "institution_code": "H11010500001",
+        "kind": "SCORE",
+        "points": 3,
+        "effective_on": "2024-02-01",
+    }
+    records = [
+        {**base, "event_id": "E1", "case_id": 7},
+        {**base, "event_id": "E2"},
+        {**base, "event_id": "E3", "case_id": "7"},
+    ]
+    path = tmp_path / "ledger.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    ledger = read_ledger(path, NATIONAL)
+    case = ledger.case.tolist()
+    assert case[1] == NO_CASE and case[0] == case[2] != NO_CASE
+
+
+@pytest.mark.parametrize(
+    ("rows", "line", "reason"),
+    [
+        (
+            [
+                (row(event_id="E1"), "K1"),
+                (row(event_id="E2"), "K2"),
+                (row(event_id="E3", practitioner_code="HY110105000789"), "K1"),
+            ],
+            4,
+            "case 'K1' is for D110105000123 (line 2), not HY110105000789: "
+            "one case, one practitioner",
+        ),
+        ([(row(event_id="E1"), "K1"), (row(event_id="E2"), " K1")], 3, "surrounding spaces"),
+    ],
+    ids=["two-practitioners", "surrounding-spaces"],
+)
+def test_bad_case_ids_name_file_line_and_field(
+    rows: list[tuple[str, str]], line: int, reason: str
+) -> None:
+    text = f"{CASE_HEADER}\n" + "".join(f"{r},{case}\n" for r, case in rows)
+    with pytest.raises(LoadError) as err:
+        csv_ledger(text)
+    e = err.value
+    assert (e.file, e.line, e.field) == ("ledger.csv", line, "case_id")
+    assert reason in e.reason
+    assert str(e).startswith(f"ledger.csv:{line}: field 'case_id': ")
+
+
+def test_one_case_of_12_points_bars_for_3_years() -> None:
+    """Through the file: a 7 + 5 case_id is 一次性记满 (3 years), two cases are not."""
+    registry = RegistrationStarts(
+        "registry.csv",
+        np.array([encode_practitioner("D110105000123")], dtype=np.uint64),
+        np.array([iso_to_day("2025-06-01")], dtype=np.uint16),
+        np.array([2], dtype=np.int64),
+    )
+
+    def ledger(second_case: str) -> Ledger:
+        return csv_ledger(
+            f"{CASE_HEADER}\n"
+            f"{row(event_id='E1', points='7')},K1\n"
+            f"{row(event_id='E2', points='5')},{second_case}\n"
+        )
+
+    result = derive_statuses(ledger("K2"), NATIONAL, registry)
+    assert result.status_changes(encode_practitioner("D110105000123"))[-1] == StatusChange(
+        iso_to_day("2025-06-01"), Status.ACTIVE
+    )
+    with pytest.raises(LoadError) as err:
+        derive_statuses(ledger("K1"), NATIONAL, registry)
+    assert "3-year bar (一次性记满: 12 points in one case, K1)" in err.value.reason
 
 
 def test_points_and_months_are_ignored_on_shorten_and_revoke() -> None:

@@ -155,3 +155,97 @@ def test_explain_tells_which_events_made_which_status(
     assert code == 0
     assert "E2" in out and "SUSPENDED" in out
     assert "2025-04-15" in out
+
+
+def explain(files: Path, code: str) -> int:
+    return main(
+        [
+            "explain",
+            "--registry", str(files / "registry.csv"),
+            "--ledger", str(files / "ledger.csv"),
+            code,
+        ]
+    )  # fmt: skip
+
+
+def test_explain_shows_each_days_settlement(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (files / "ledger.csv").write_text(
+        LEDGER_HEADER + "E0,D110105000001,H11010500001,SCORE,3,2025-02-01,,\n"
+        "E1,D110105000001,H11010500001,SCORE,6,2025-03-10,1,\n"
+        "E2,D110105000001,,REPAIR,3,2025-03-10,,\n"
+    )
+    assert explain(files, "D110105000001") == 0
+    out = capsys.readouterr().out
+    assert "day settled: total 3 → 6 after REPAIR E2 and SCORE E1; no threshold crossed" in out
+    assert "from 2025-03-10  WARNED" in out
+
+
+def test_explain_exits_non_zero_when_it_reports_a_bar_error(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Terminated on 2025-05-01 (12 points at once: a 3-year bar), then
+    # registered again in 2026, inside the bar.
+    (files / "registry.csv").write_text(
+        REGISTRY + "D110105000002,H11010500002,doctor,2026-01-05,\n"
+    )
+    assert explain(files, "D110105000002") == 2
+    captured = capsys.readouterr()
+    assert "ERROR: " in captured.out and "inside the re-registration bar" in captured.out
+    assert captured.err.startswith("error: ")
+    assert "registry.csv:5: field 'registered_on'" in captured.err
+    # Without the refused record it explains and exits 0.
+    (files / "registry.csv").write_text(REGISTRY)
+    assert explain(files, "D110105000002") == 0
+
+
+def test_no_new_suspension_is_not_refused_and_warns(
+    files: Path,
+    redis_url: str,
+    redis_client: redis.Redis,
+    prefix: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # After the served 2-month suspension (9 points), a SCORE to 10 without
+    # suspension_months: the authority decided no new suspension.
+    (files / "ledger.csv").write_text(
+        LEDGER + "E4,D110105000001,H11010500001,SCORE,1,2025-08-01,,\n"
+    )
+    assert load(files, redis_url, prefix, "--ledger", str(files / "ledger.csv")) == 0
+    index = published_index(redis_client, prefix)
+    assert status_on(index, "D110105000001", "2025-08-01") == Status.WARNED
+    assert "terminations closed 1 open registrations" in capsys.readouterr().out
+
+
+def test_a_termination_closes_the_registrations_it_ends(
+    files: Path,
+    redis_url: str,
+    redis_client: redis.Redis,
+    prefix: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # D..002: terminated 2025-05-01 by 12 points at once; registered at a
+    # second hospital after the 3-year bar. The first registration (open in
+    # the registry) ends on the termination day.
+    (files / "registry.csv").write_text(
+        REGISTRY + "D110105000002,H11010500002,doctor,2028-05-01,\n"
+    )
+    assert load(files, redis_url, prefix, "--ledger", str(files / "ledger.csv")) == 0
+    assert "terminations closed 1 open registrations" in capsys.readouterr().out
+    index = published_index(redis_client, prefix)
+    assert status_on(index, "D110105000002", "2028-05-01") == Status.ACTIVE
+    keys = Keys(prefix)
+    version = read_current_version(redis_client, keys)
+    assert version is not None
+    snapshot = read_snapshot(redis_client, keys, version)
+    assert snapshot is not None
+    manifest, arrays = snapshot
+    assert manifest.meta["ledger"]["registrations_closed_by_terminations"] == 1
+    row = int(np.searchsorted(arrays["prac_codes"], encode_practitioner("D110105000002")))
+    lo, hi = int(arrays["reg_offsets"][row]), int(arrays["reg_offsets"][row + 1])
+    assert arrays["reg_from"][lo:hi].tolist() == [
+        iso_to_day("2015-03-01"),
+        iso_to_day("2028-05-01"),
+    ]
+    assert arrays["reg_until"][lo:hi].tolist() == [iso_to_day("2025-05-01"), 0xFFFF]

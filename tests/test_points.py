@@ -1,9 +1,10 @@
 """Worked examples of the points engine: one per rule and per open case of
 ``loader.points``, each with the ledger, the registry records, and the
 expected timeline spelled out as ``"from-day STATUS [until]"`` and
-``"day total"`` strings. Every case is also checked with its ledger lines in
-reverse order and with the numpy fast path off (the timeline must not
-change)."""
+``"day total"`` strings (and, where a termination ends registrations,
+``"registered_on -> new deregistered_on"``). Every case is also checked with
+its ledger lines in reverse order, with its event_ids renamed, and with the
+numpy fast path off (the timeline must not change)."""
 
 from __future__ import annotations
 
@@ -35,9 +36,9 @@ P = "D110105000001"
 Q = "HY110105000002"
 HEADER = (
     "event_id,practitioner_code,institution_code,kind,points,"
-    "effective_on,suspension_months,reference"
+    "effective_on,suspension_months,reference,case_id"
 )
-Row = tuple[str, str, str, str, str, str, str, str]
+Row = tuple[str, str, str, str, str, str, str, str, str]
 
 
 def score(
@@ -48,20 +49,29 @@ def score(
     *,
     who: str = P,
     inst: str = "H11010500001",
+    case: str = "",
 ) -> Row:
-    return (eid, who, inst, "SCORE", str(points), date, "" if months is None else str(months), "")
+    shown = "" if months is None else str(months)
+    return (eid, who, inst, "SCORE", str(points), date, shown, "", case)
 
 
 def repair(eid: str, points: int, date: str, *, who: str = P) -> Row:
-    return (eid, who, "", "REPAIR", str(points), date, "", "")
+    return (eid, who, "", "REPAIR", str(points), date, "", "", "")
 
 
 def shorten(eid: str, date: str, *, who: str = P) -> Row:
-    return (eid, who, "", "SHORTEN", "", date, "", "")
+    return (eid, who, "", "SHORTEN", "", date, "", "", "")
 
 
 def revoke(eid: str, target: str, date: str, *, who: str = P) -> Row:
-    return (eid, who, "", "REVOKE", "", date, "", target)
+    return (eid, who, "", "REVOKE", "", date, "", target, "")
+
+
+def renamed(rows: list[Row]) -> list[Row]:
+    """The same ledger with every event_id renamed (the last becomes "X1",
+    the first "X<n>": string order and number order both reversed)."""
+    new = {r[0]: f"X{len(rows) - i}" for i, r in enumerate(rows)}
+    return [(new[r[0]], *r[1:7], new.get(r[7], r[7]), r[8]) for r in rows]
 
 
 def ledger_of(rows: list[Row], policy: str = "national", file: str = "ledger.csv") -> Ledger:
@@ -102,6 +112,7 @@ class Case:
     points: list[str] | None = None
     policy: str = "national"
     registry: list[str] = field(default_factory=list)
+    closed: list[str] | None = None  # "registered_on -> ends_on" of the registrations closed
 
 
 CASES = [
@@ -217,13 +228,19 @@ CASES = [
         ["2024-03-01 SUSPENDED 2024-08-31", "2024-09-01 WARNED", "2025-01-01 ACTIVE"],
     ),
     Case(
-        "open case: jiangxi, crossing to 10 during a 1-month suspension restarts 3 months",
+        "crossing: jiangxi, 9 -> 10 during the suspension, no suspension_months: no new one",
         [score("E1", 9, "2024-03-01"), score("E2", 1, "2024-03-15")],
+        ["2024-03-01 SUSPENDED 2024-04-30", "2024-05-01 WARNED", "2025-01-01 ACTIVE"],
+        policy="jiangxi",
+    ),
+    Case(
+        "crossing: jiangxi, 9 -> 10 with suspension_months: a new one, the table's 3 months",
+        [score("E1", 9, "2024-03-01"), score("E2", 1, "2024-03-15", 1)],
         ["2024-03-01 SUSPENDED 2024-06-14", "2024-06-15 WARNED", "2025-01-01 ACTIVE"],
         policy="jiangxi",
     ),
     Case(
-        "open case: a new event at 9..11 after the suspension ended suspends again",
+        "crossing: 9 -> 10 after a served suspension, with suspension_months: suspended again",
         [score("E1", 9, "2024-03-01", 1), score("E2", 1, "2024-06-01", 2)],
         [
             "2024-03-01 SUSPENDED 2024-03-31",
@@ -232,6 +249,35 @@ CASES = [
             "2024-08-01 WARNED",
             "2025-01-01 ACTIVE",
         ],
+        ["2024-03-01 9", "2024-06-01 10"],
+    ),
+    Case(
+        "crossing: 9 -> 10 after a served suspension, without suspension_months: WARNED",
+        [score("E1", 9, "2024-03-01", 1), score("E2", 1, "2024-06-01")],
+        ["2024-03-01 SUSPENDED 2024-03-31", "2024-04-01 WARNED", "2025-01-01 ACTIVE"],
+        ["2024-03-01 9", "2024-06-01 10"],
+    ),
+    Case(
+        "crossing: back to 9 after a REPAIR, same year, no suspension_months: WARNED",
+        [
+            score("E1", 9, "2024-03-01", 1),
+            repair("R1", 4, "2024-05-01"),
+            score("E2", 4, "2024-06-01"),
+        ],
+        [
+            "2024-03-01 SUSPENDED 2024-03-31",
+            "2024-04-01 WARNED",
+            "2024-05-01 ACTIVE",
+            "2024-06-01 WARNED",
+            "2025-01-01 ACTIVE",
+        ],
+        ["2024-03-01 9", "2024-05-01 5", "2024-06-01 9"],
+    ),
+    Case(
+        "crossing: a new year's first suspension needs no earlier one (Dec -> Jan)",
+        [score("E1", 9, "2024-11-15", 3), score("E2", 9, "2025-01-20", 1)],
+        ["2024-11-15 SUSPENDED 2025-02-19", "2025-02-20 WARNED", "2026-01-01 ACTIVE"],
+        ["2024-11-15 9", "2025-01-20 9"],
     ),
     Case(
         "suspensions that touch are one run: one change point with the run's end",
@@ -257,6 +303,51 @@ CASES = [
         ["2024-02-01 WARNED", "2024-05-01 TERMINATED", "2025-05-01 ACTIVE"],
         ["2024-02-01 6", "2024-05-01 12"],
         registry=["2020-01-01", "2025-05-01"],
+        closed=["2020-01-01 -> 2024-05-01"],
+    ),
+    Case(
+        "one case of 7 + 5 points (one case_id): 一次性记满, 3-year bar",
+        [
+            score("E1", 7, "2024-03-01", case="K1"),
+            score("E2", 5, "2024-03-01", case="K1"),
+        ],
+        ["2024-03-01 TERMINATED", "2027-03-01 ACTIVE"],
+        ["2024-03-01 12"],
+        registry=["2020-01-01", "2027-03-01"],
+        closed=["2020-01-01 -> 2024-03-01"],
+    ),
+    Case(
+        "the same 7 + 5 points as two cases: 累计记满, 1-year bar",
+        [
+            score("E1", 7, "2024-03-01", case="K1"),
+            score("E2", 5, "2024-03-01", case="K2"),
+        ],
+        ["2024-03-01 TERMINATED", "2025-03-01 ACTIVE"],
+        ["2024-03-01 12"],
+        registry=["2020-01-01", "2025-03-01"],
+        closed=["2020-01-01 -> 2024-03-01"],
+    ),
+    Case(
+        "one case over two days (7, then 5 a month later): 3-year bar from the second",
+        [
+            score("E1", 7, "2024-03-01", 1, case="K1"),
+            score("E0", 3, "2024-02-01"),
+            score("E2", 5, "2024-04-01", case="K1"),
+        ],
+        ["2024-03-01 SUSPENDED 2024-03-31", "2024-04-01 TERMINATED", "2027-04-01 ACTIVE"],
+        ["2024-02-01 3", "2024-03-01 10", "2024-04-01 15"],
+        registry=["2027-04-01"],
+    ),
+    Case(
+        "termination ends registrations that began before it, open or not; later ones stay",
+        [score("E1", 12, "2024-02-01"), shorten("S1", "2024-06-01")],
+        ["2024-02-01 TERMINATED", "2024-07-01 ACTIVE"],
+        registry=["2015-03-01", "2020-01-01", "2024-02-01", "2024-07-01"],
+        closed=[
+            "2015-03-01 -> 2024-02-01",
+            "2020-01-01 -> 2024-02-01",
+            "2024-02-01 -> 2024-02-02",
+        ],
     ),
     Case(
         "single 12-point event: 3-year bar from 29 Feb 2024 ends 27 Feb 2027",
@@ -283,7 +374,7 @@ CASES = [
         ["2024-03-01 9", "2024-04-10 12"],
     ),
     Case(
-        "suspended and terminated the same day: only TERMINATED (tie-break by event_id)",
+        "a day settles as one: 3 and 9 points the same day reach 12: TERMINATED, no suspension",
         [score("E2", 3, "2024-03-01"), score("E1", 9, "2024-03-01", 2)],
         ["2024-03-01 TERMINATED"],
         ["2024-03-01 12"],
@@ -360,9 +451,30 @@ CASES = [
         ["2024-03-01 SUSPENDED 2024-03-31", "2024-04-01 WARNED", "2025-01-01 ACTIVE"],
     ),
     Case(
-        "SHORTEN on the day a suspension starts acts on what ran before: it stands",
+        "SHORTEN on a suspension's first day cancels it (WARNED: total 9)",
         [score("E1", 9, "2024-03-01", 1), shorten("A0", "2024-03-01")],
+        ["2024-03-01 WARNED", "2025-01-01 ACTIVE"],
+        ["2024-03-01 9"],
+    ),
+    Case(
+        "SHORTEN before a suspension's first day does nothing; the suspension runs",
+        [score("E1", 9, "2024-03-01", 1), shorten("A0", "2024-02-29")],
         ["2024-03-01 SUSPENDED 2024-03-31", "2024-04-01 WARNED", "2025-01-01 ACTIVE"],
+    ),
+    Case(
+        "SHORTEN on the day a running suspension is extended: it ends the day before",
+        [
+            score("E1", 9, "2024-03-01", 3),
+            score("E2", 1, "2024-04-01", 6),
+            shorten("S1", "2024-04-01"),
+        ],
+        ["2024-03-01 SUSPENDED 2024-03-31", "2024-04-01 WARNED", "2025-01-01 ACTIVE"],
+    ),
+    Case(
+        "SHORTEN on a termination's day: the bar is gone, re-registration from the next day",
+        [score("E1", 12, "2024-02-01"), shorten("S1", "2024-02-01")],
+        ["2024-02-01 TERMINATED", "2024-02-02 ACTIVE"],
+        registry=["2024-02-02"],
     ),
     # --- REVOKE ------------------------------------------------------------
     Case(
@@ -437,30 +549,60 @@ CASES = [
         ],
         ["2024-01-10 3", "2024-03-01 6", "2024-05-01 9"],
     ),
+    # --- a day settles as one (whatever the ids and the line order) ----------
     Case(
-        "open case: same day, by event_id: SCORE A1 first reaches 10, then REPAIR A2",
-        [
-            score("E0", 8, "2024-02-01"),
-            repair("A2", 3, "2024-03-01"),
-            score("A1", 2, "2024-03-01", 1),
-        ],
-        [
-            "2024-02-01 WARNED",
-            "2024-03-01 SUSPENDED 2024-03-31",
-            "2024-04-01 WARNED",
-            "2025-01-01 ACTIVE",
-        ],
-        ["2024-02-01 8", "2024-03-01 7"],
+        "same day: 3 points with 6 months and 6 with 1 month: the longest, 6 months",
+        [score("E9", 3, "2024-03-01", 6), score("E10", 6, "2024-03-01", 1)],
+        ["2024-03-01 SUSPENDED 2024-08-31", "2024-09-01 WARNED", "2025-01-01 ACTIVE"],
+        ["2024-03-01 9"],
     ),
     Case(
-        "open case: same day, by event_id: REPAIR A1 first, SCORE A2 stays below 9",
+        "same day, the ids the other way round: still 6 months",
+        [score("E10", 3, "2024-03-01", 6), score("E9", 6, "2024-03-01", 1)],
+        ["2024-03-01 SUSPENDED 2024-08-31", "2024-09-01 WARNED", "2025-01-01 ACTIVE"],
+        ["2024-03-01 9"],
+    ),
+    Case(
+        "same day: total 3, then a REPAIR of 3 and a SCORE of 6: total 6, WARNED",
         [
-            score("E0", 8, "2024-02-01"),
-            score("A2", 2, "2024-03-01", 1),
-            repair("A1", 3, "2024-03-01"),
+            score("E0", 3, "2024-02-01"),
+            repair("E2", 3, "2024-03-01"),
+            score("E1", 6, "2024-03-01", 1),
         ],
-        ["2024-02-01 WARNED", "2025-01-01 ACTIVE"],
-        ["2024-02-01 8", "2024-03-01 7"],
+        ["2024-03-01 WARNED", "2025-01-01 ACTIVE"],
+        ["2024-02-01 3", "2024-03-01 6"],
+    ),
+    Case(
+        "same day, the ids the other way round: still 6, WARNED",
+        [
+            score("E0", 3, "2024-02-01"),
+            repair("E1", 3, "2024-03-01"),
+            score("E2", 6, "2024-03-01", 1),
+        ],
+        ["2024-03-01 WARNED", "2025-01-01 ACTIVE"],
+        ["2024-02-01 3", "2024-03-01 6"],
+    ),
+    Case(
+        "same day: the net change, never below 0 (3 + 6 - 10 = 0)",
+        [
+            score("E0", 3, "2024-02-01"),
+            score("E1", 6, "2024-03-01"),
+            repair("E2", 10, "2024-03-01"),
+        ],
+        [],
+        ["2024-02-01 3", "2024-03-01 0"],
+    ),
+    Case(
+        "jiangxi: one case of 5 + 4 points the same day: 单次 9 -> 2 months",
+        [score("E1", 5, "2024-03-01", case="K1"), score("E2", 4, "2024-03-01", case="K1")],
+        ["2024-03-01 SUSPENDED 2024-04-30", "2024-05-01 WARNED", "2025-01-01 ACTIVE"],
+        policy="jiangxi",
+    ),
+    Case(
+        "jiangxi: the same points as two cases: year total 9 -> 1 month",
+        [score("E1", 5, "2024-03-01"), score("E2", 4, "2024-03-01")],
+        ["2024-03-01 SUSPENDED 2024-03-31", "2024-04-01 WARNED", "2025-01-01 ACTIVE"],
+        policy="jiangxi",
     ),
     Case(
         "one points change point a day: SCORE and REPAIR cancelling out write none",
@@ -480,6 +622,13 @@ def _result(case: Case, rows: list[Row], fast_path: bool = True) -> PointsResult
     )
 
 
+def show_closed(result: PointsResult, registry: list[str]) -> list[str]:
+    return [
+        f"{registry[row]} -> {day_to_date(day)}"
+        for row, day in zip(result.closed_rows.tolist(), result.closed_on.tolist(), strict=True)
+    ]
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_worked_example(case: Case) -> None:
     key = encode_practitioner(P)
@@ -487,10 +636,18 @@ def test_worked_example(case: Case) -> None:
     assert show_status(result.status_changes(key)) == case.status
     if case.points is not None:
         assert show_points(result.points_changes(key)) == case.points
-    # The same ledger in reverse file order, and without the fast path.
-    for other in (_result(case, case.events[::-1]), _result(case, case.events, False)):
+    if case.closed is not None:
+        assert show_closed(result, case.registry) == case.closed
+    # The same ledger in reverse file order, renamed, and without the fast path.
+    for other in (
+        _result(case, case.events[::-1]),
+        _result(case, renamed(case.events)),
+        _result(case, renamed(case.events)[::-1]),
+        _result(case, case.events, False),
+    ):
         assert other.status_changes(key) == result.status_changes(key)
         assert other.points_changes(key) == result.points_changes(key)
+        assert show_closed(other, case.registry) == show_closed(result, case.registry)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -513,7 +670,11 @@ def test_explanation_text_names_events_and_revocations() -> None:
         score("E3", 4, "2024-05-01", 1),
     ]
     text = explain_practitioner(ledger_of(rows), load_policy("national"), None, P).text()
-    assert "E3 total 9 >= 9: 1 month(s) -> SUSPENDED 2024-05-01 .. 2024-05-31" in text
+    assert "E3 SCORE +4, suspension_months 1 [ledger.csv:5]" in text
+    assert (
+        "day settled: total 5 → 9 after SCORE E3; total 9 >= 9, the first suspension of "
+        "2024: 1 month(s) (suspension_months of E3) -> SUSPENDED 2024-05-01 .. 2024-05-31"
+    ) in text
     assert "E2 SCORE revoked (appeal upheld): ignored [ledger.csv:3]" in text
     assert "V1 REVOKE of E2 (line 3) [ledger.csv:4]" in text
     assert "from 2024-05-01  SUSPENDED until 2024-05-31" in text
@@ -544,7 +705,7 @@ def test_registry_record_inside_the_single_event_bar_is_refused() -> None:
             load_policy("national"),
             registry_of(["2027-02-27"]),
         )
-    assert "3-year bar (一次性记满: one event of 12 points)" in err.value.reason
+    assert "3-year bar (一次性记满: 12 points in one case, E1)" in err.value.reason
     assert "allowed from 2027-02-28" in err.value.reason
 
 
@@ -761,6 +922,13 @@ def test_explanation_of_a_re_registration() -> None:
     text = ex.text()
     assert "from 2024-01-31  SUSPENDED until 2024-02-09" in text
     assert "suspension ended on 2024-02-09: superseded by the termination by E2" in text
-    assert "E3 SHORTEN: re-registration bar ends 2024-05-31 [ledger.csv:4]" in text
+    assert (
+        "E3 SHORTEN: the re-registration bar ends the day before: allowed from 2024-06-01 "
+        "[ledger.csv:4]"
+    ) in text
+    assert (
+        "registration from 2020-01-01 (open) ended by the termination: no longer registered "
+        "from 2024-02-10 [registry.csv:2]"
+    ) in text
     assert "re-registered: the termination ends, year total reset to 0 [registry.csv:3]" in text
     assert "from 2024-07-01  ACTIVE" in text

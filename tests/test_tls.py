@@ -12,10 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import orjson
 import pytest
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from contract.snapshot import Keys
+from gateway.ops.audit import OverrideRecord, read_overrides
 from gateway.ops.redis_process import free_port
 from gateway.ops.tls import server_credentials
 from gateway.settings import Settings
@@ -23,7 +26,7 @@ from proto.eligibility.v1 import eligibility_pb2 as pb
 from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
 from tests.certs import Authority, Pem
 from tests.gateway_process import ROOT, GatewayProcess
-from tests.ops_data import ACTIVE, hospital_claim, line, publish
+from tests.ops_data import ACTIVE, HOSPITAL, PHARMACY, SUSPENDED, hospital_claim, line, publish
 
 
 class Certificates:
@@ -31,6 +34,9 @@ class Certificates:
         self.ca = Authority(directory, "test-ca")
         self.server = self.ca.issue("gateway", server=True)
         self.client = self.ca.issue("his-client", server=False)
+        self.pharmacy = self.ca.issue("pos-client", server=False)
+        self.regulator = self.ca.issue("regulator-client", server=False)
+        self.stranger = self.ca.issue("stranger-client", server=False)
         rogue = Authority(directory, "rogue-ca")
         self.rogue_client = rogue.issue("rogue-client", server=False)
 
@@ -226,3 +232,75 @@ def test_redis_over_tls_with_an_acl_user_and_password_in_the_url(
         assert response.index_version >= 1
         # The log never shows the password.
         assert "gateway-secret" not in gateway.log()
+
+
+def test_client_identity_map_confines_each_certificate_to_its_institutions(
+    certs: Certificates, redis_url: str, published: str, tmp_path: Path
+) -> None:
+    identity_file = tmp_path / "clients.json"
+    identity_file.write_bytes(
+        orjson.dumps(
+            {
+                "clients": {
+                    "his-client": {"role": "institution", "institutions": [HOSPITAL]},
+                    "pos-client": {"role": "institution", "institutions": [PHARMACY]},
+                    "regulator-client": {"role": "regulator"},
+                }
+            }
+        )
+    )
+    mtls = (
+        "--tls-cert-file", str(certs.server.cert),
+        "--tls-key-file", str(certs.server.key),
+        "--tls-client-ca-file", str(certs.ca.pem.cert),
+        "--client-identity-file", str(identity_file),
+    )  # fmt: skip
+    his = certs.channel_credentials(certs.client)
+
+    def call(credentials: grpc.ChannelCredentials, method: str, request: object) -> object:
+        with grpc.secure_channel(gateway.address, credentials) as channel:
+            stub = pb_grpc.EligibilityGatewayStub(channel)
+            return getattr(stub, method)(request, timeout=5)
+
+    def denied(credentials: grpc.ChannelCredentials, method: str, request: object) -> str:
+        with pytest.raises(grpc.RpcError) as info:
+            call(credentials, method, request)
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        return str(info.value.details())
+
+    with TlsGatewayProcess(his, redis_url, published, *mtls) as gateway:
+        # The hospital's certificate decides its own claims...
+        assert check(gateway.address, his).lines[0].decision == pb.DECISION_PAY
+        # ...but the pharmacy's certificate may not submit them, nor may a
+        # certificate the CA signed that the map does not name.
+        pos = certs.channel_credentials(certs.pharmacy)
+        claim = hospital_claim("TLS-2", line(ACTIVE, "1"))
+        assert "institution_code" in denied(pos, "CheckClaim", claim)
+        stranger = certs.channel_credentials(certs.stranger)
+        assert "not in the identity map" in denied(stranger, "CheckClaim", claim)
+        # Status lookups: own staff only, for institutions; anyone for a regulator.
+        ask = pb.GetPractitionerStatusRequest(practitioner_code=ACTIVE)
+        assert call(his, "GetPractitionerStatus", ask).status == pb.STATUS_ACTIVE  # type: ignore[attr-defined]
+        assert "own institutions" in denied(pos, "GetPractitionerStatus", ask)
+        unknown = pb.GetPractitionerStatusRequest(practitioner_code="D999999999999")
+        assert "own institutions" in denied(his, "GetPractitionerStatus", unknown)
+        regulator = certs.channel_credentials(certs.regulator)
+        assert call(regulator, "GetPractitionerStatus", ask).status == pb.STATUS_ACTIVE  # type: ignore[attr-defined]
+        assert "may not act" in denied(regulator, "CheckClaim", claim)
+        # Every override record carries the identity of the certificate that asked.
+        emergency = hospital_claim("TLS-3", line(SUSPENDED, "9", 100, emergency=True))
+        answer = call(his, "CheckClaim", emergency)
+        assert answer.lines[0].decision == pb.DECISION_PAY_EMERGENCY_OVERRIDE  # type: ignore[attr-defined]
+        client = redis.Redis.from_url(redis_url)
+        try:
+            deadline = time.monotonic() + 10
+            records: list[OverrideRecord] = []
+            while not records and time.monotonic() < deadline:
+                stream = Keys(published).overrides
+                records = [
+                    r for r in read_overrides(client, stream) if r.get("claim_id") == "TLS-3"
+                ]
+                time.sleep(0.05)
+        finally:
+            client.close()
+        assert [r.get("client_identity") for r in records] == ["his-client"]

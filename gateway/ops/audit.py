@@ -67,6 +67,7 @@ from contract.days import day_to_yyyymmdd
 from contract.domain import Reason
 from gateway.claims import ParsedClaim
 from gateway.decide import Decisions
+from gateway.ops.identity import CLIENT_IDENTITY
 from gateway.ops.logs import REQUEST_ID
 from gateway.ops.spool import GENESIS, Entry, GroupCommitter, Spool, chain_hash, read_spool_dir
 from proto.eligibility.v1 import eligibility_pb2 as pb
@@ -88,6 +89,7 @@ RECORD_FIELDS = (
     "amount_fen",
     "index_version",
     "request_id",
+    "client_identity",
     "decided_at",
 )
 # Every field of an override entry written through the spool.
@@ -257,6 +259,7 @@ class OverrideAudit:
         without a spool, queued in memory; then None); never blocks."""
         now = f"{time.time():.3f}"
         request_id = REQUEST_ID.get() or ""
+        client_identity = CLIENT_IDENTITY.get()
         channel = "PHARMACY" if claim.pharmacy else "HOSPITAL"
         institution = request.institution_code[:MAX_TEXT]
         claim_id = request.claim_id[:MAX_TEXT]
@@ -281,6 +284,7 @@ class OverrideAudit:
                     "amount_fen": str(line.amount_fen),
                     "index_version": str(index_version),
                     "request_id": request_id,
+                    "client_identity": client_identity,
                     "decided_at": now,
                 }
             )

@@ -114,10 +114,12 @@ from loader.points.derive import check_reregistrations, derive_statuses
 from loader.points.revocations import resolve_revocations
 from loader.points.trail import Trace, TrailEntry, trace_practitioner
 from loader.points.types import (
+    NO_CASE,
     NO_EVENT,
     NO_MONTHS,
     POINTS_MAX_STORED,
     BarViolation,
+    ClosedRegistration,
     Kind,
     Ledger,
     PointsResult,
@@ -127,10 +129,12 @@ from loader.points.types import (
 )
 
 __all__ = [
+    "NO_CASE",
     "NO_EVENT",
     "NO_MONTHS",
     "POINTS_MAX_STORED",
     "BarViolation",
+    "ClosedRegistration",
     "Kind",
     "Ledger",
     "PointsResult",

@@ -165,6 +165,15 @@ class _Termination:
         self.ended: int | None = None  # re-registration day
 
 
+def bar_label(policy: Policy, case_points: int, case: str) -> str:
+    """The re-registration bar a termination sets, in words (a ``BarViolation``
+    carries it): 一次性记满 when one case carries the termination threshold."""
+    years = policy.bar_years(case_points)
+    if case_points >= policy.terminate_at:
+        return f"{years}-year bar (一次性记满: {case_points} points in one case, {case})"
+    return f"{years}-year bar (累计记满: accumulated)"
+
+
 def _natural(event_id: str) -> tuple[str | int, ...]:
     """Sort key that puts "E9" before "E10" (for the trail's wording only)."""
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", event_id))
@@ -214,6 +223,7 @@ class _Replayer:
         shortens: list[Item] = []
         scores: list[Item] = []
         repairs: list[Item] = []
+        registrations: list[Item] = []
         for it in items:
             kind = it[3]
             if kind == _SCORE:
@@ -223,11 +233,13 @@ class _Replayer:
             elif kind == _SHORTEN:
                 shortens.append(it)
             else:
-                self._register(it)  # REGISTER items sort first within the day
+                registrations.append(it)
         effects: list[ShortenEffect] = []
         if shortens:
             # Rule 10, before the day: what was running into it ends the day before.
             effects += self._shorten_running(d, shortens)
+        for it in registrations:
+            self._register(it)
         if scores or repairs:
             self._settle(d, items[0][6], scores, repairs)
         if shortens:
@@ -439,10 +451,7 @@ class _Replayer:
         return next(it[7] for it in scores if it[8] == case)  # a case of its own
 
     def _bar_label(self, case_points: int, case: str) -> str:
-        years = self.policy.bar_years(case_points)
-        if case_points >= self.policy.terminate_at:
-            return f"{years}-year bar (一次性记满: {case_points} points in one case, {case})"
-        return f"{years}-year bar (累计记满: accumulated)"
+        return bar_label(self.policy, case_points, case)
 
     def _ids(self, items: list[Item]) -> str:
         return ", ".join(sorted((it[7] for it in items), key=_natural))
@@ -453,7 +462,10 @@ class _Replayer:
 
     def _months_required(self, d: int, year: int, total: int, scores: list[Item]) -> None:
         ids = self._ids(scores)
-        what = f"event {ids} brings" if len(scores) == 1 else f"events {ids} of {day_to_iso(d)} bring"
+        if len(scores) == 1:
+            what = f"event {ids} brings"
+        else:
+            what = f"events {ids} of {day_to_iso(d)} bring"
         raise LoadError(
             self.ledger_file,
             min(it[2] for it in scores),
