@@ -96,17 +96,22 @@ def _read_and_build(args: argparse.Namespace) -> pipeline.Built:
 
 
 def _signer(args: argparse.Namespace) -> Signer | None:
+    """The signing key, read before any work (a bad key file is said at once)."""
     if not args.signing_key:
-        print(
-            f"warning: no --signing-key ({ENV_SIGNING_KEY}): publishing UNSIGNED data, which "
-            "gateways refuse unless started with --allow-unsigned",
-            file=sys.stderr,
-        )
         return None
     try:
         return Signer.from_file(args.signing_key)
     except SignatureError as exc:
         raise _UsageError(str(exc)) from exc
+
+
+def _warn_if_unsigned(signer: Signer | None) -> None:
+    if signer is None:
+        print(
+            f"warning: no --signing-key ({ENV_SIGNING_KEY}): publishing UNSIGNED data, which "
+            "gateways refuse unless started with --allow-unsigned",
+            file=sys.stderr,
+        )
 
 
 def _cmd_load(args: argparse.Namespace) -> int:
@@ -132,6 +137,7 @@ def _cmd_load(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("dry run: nothing published")
         return EXIT_OK
+    _warn_if_unsigned(signer)
     result = pipeline.load(
         built,
         _redis_url(args.redis_url),
@@ -187,13 +193,15 @@ def _cmd_change(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("dry run: nothing published")
         return EXIT_OK
+    signer = _signer(args)
+    _warn_if_unsigned(signer)
     result = pipeline.change(
         built,
         _redis_url(args.redis_url),
         args.prefix,
         expect_snapshot=args.expect_snapshot,
         stream_max_entries=args.stream_max_entries,
-        signer=_signer(args),
+        signer=signer,
     )
     print(
         f"published change {result.seq} on top of snapshot {result.base} "

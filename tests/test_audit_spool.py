@@ -346,6 +346,7 @@ def _health(address: str, service: str) -> int:
         return int(stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status)
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_redis_outage_loses_no_override(prefix: str, tmp_path: Path) -> None:
     """Overrides answered while Redis is down, then SIGKILL: the gateway
     restarted on the same spool with Redis back writes every one, once."""

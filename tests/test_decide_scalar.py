@@ -6,6 +6,7 @@ from __future__ import annotations
 from unittest.mock import patch
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -72,6 +73,7 @@ def _key(which: int | str) -> int:
     st.booleans(),
     st.booleans(),
 )
+@pytest.mark.slow
 def test_decide_line_equals_decide_lines(
     persons: list[Person],
     lines: list[tuple[int | str, str, bool]],

@@ -301,6 +301,7 @@ def test_sigterm_stops_the_gateway_cleanly(redis_url: str, prefix: str) -> None:
     assert gateway.stop() == 0
 
 
+@pytest.mark.slow
 def test_the_embedded_default_shows_claims_being_decided() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "gateway", "--exit-after-demo", "--port", "0",

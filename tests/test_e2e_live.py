@@ -296,6 +296,7 @@ class ClaimLoad:
                 self.sent += 1
 
 
+@pytest.mark.slow
 def test_redis_stopped_and_restarted_under_load_loses_no_request(
     prefix: str, tmp_path: Path
 ) -> None:

@@ -327,6 +327,7 @@ def test_any_claim_is_decided_or_refused_naming_the_field(
 
 @FUZZ
 @given(pair=mixed_claims())
+@pytest.mark.slow
 def test_valid_lines_are_decided_the_same_with_garbage_lines_around_them(
     gateway: Gateway, pair: tuple[pb.CheckClaimRequest, pb.CheckClaimRequest]
 ) -> None:
@@ -350,6 +351,7 @@ def test_valid_lines_are_decided_the_same_with_garbage_lines_around_them(
 
 @FUZZ
 @given(requests=st.lists(claims(), min_size=1, max_size=4))
+@pytest.mark.slow
 def test_the_stream_answers_in_order_until_a_bad_request_which_it_names(
     gateway: Gateway, requests: list[pb.CheckClaimRequest]
 ) -> None:

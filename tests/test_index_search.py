@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +32,7 @@ U64 = np.uint64
     st.lists(st.integers(0, 2**50 + 5), min_size=TWO_LEVEL_MIN_BATCH, max_size=400),
     st.sampled_from(["left", "right"]),
 )
+@pytest.mark.slow
 def test_two_level_search_equals_searchsorted(
     values: list[int], queries: list[int], side: str
 ) -> None:

@@ -109,6 +109,7 @@ async def hold_streams(channel: grpc.aio.Channel, n: int) -> list[Stream]:
     return calls
 
 
+@pytest.mark.slow
 def test_1000_idle_streams_leave_health_checks_and_unary_calls_answered(
     redis_url: str, prefix_published: str
 ) -> None:
@@ -146,6 +147,7 @@ async def slow(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> b
     return b"x" * 2000
 
 
+@pytest.mark.slow
 def test_unary_calls_beyond_the_maximum_are_refused_and_health_checks_never() -> None:
     async def scenario() -> None:
         limits = LimitsInterceptor(
@@ -266,6 +268,7 @@ def test_calls_still_open_when_the_grace_period_ends_are_cancelled(
 MAX_MB_PER_NON_READING_STREAM = 1.0
 
 
+@pytest.mark.slow
 def test_streams_that_never_read_hold_bounded_memory(redis_url: str, prefix_published: str) -> None:
     streams = 50
     with GatewayProcess(redis_url, prefix_published) as gateway:

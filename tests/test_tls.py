@@ -215,6 +215,7 @@ def url(port: int, user: str, password: str, certs: Certificates) -> str:
     )
 
 
+@pytest.mark.slow
 def test_redis_over_tls_with_an_acl_user_and_password_in_the_url(
     certs: Certificates, tls_redis: int
 ) -> None:
