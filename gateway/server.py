@@ -41,6 +41,12 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EligibilityGateway"].full_name
 # Check with service=AUDIT_HEALTH_NAME): NOT_SERVING while it cannot be
 # written. The overall status stays SERVING: claims are still decided.
 AUDIT_HEALTH_NAME = "eligibility.v1.OverrideAudit"
+# Health of the data, under its own name: NOT_SERVING while the follower is
+# failing or nothing was confirmed with Redis for --max-data-age-s. Claims are
+# still decided from the held index (fail-static); probes and dashboards see it.
+DATA_HEALTH_NAME = "eligibility.v1.IndexFreshness"
+# How often the data's health is re-evaluated (and logged while it is bad).
+DATA_HEALTH_INTERVAL_S = 5.0
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -263,14 +269,39 @@ async def start_gateway(settings: Settings) -> Gateway:
         metrics_port = metrics.serve(settings.host, settings.metrics_port)
         log.info("metrics listening", extra={"metrics_port": metrics_port})
     await server.start()
+    await health_servicer.set(DATA_HEALTH_NAME, NOT_SERVING)
+
+    async def watch_data() -> None:
+        await watch_data_health(follower, health_servicer)
+
     tasks = [
         asyncio.create_task(supervised("snapshot follower", follower.run)),
         asyncio.create_task(audit.run()),
+        asyncio.create_task(supervised("data health", watch_data)),
     ]
     log.info("gateway listening", extra={"port": port, "prefix": settings.prefix})
     return Gateway(
         settings, server, port, holder, health_servicer, follower, audit, client, tasks, metrics
     )
+
+
+async def watch_data_health(
+    follower: SnapshotFollower,
+    health_servicer: health_aio.HealthServicer,
+    interval_s: float = DATA_HEALTH_INTERVAL_S,
+) -> None:
+    """Keep ``DATA_HEALTH_NAME`` in step with the follower; while the data is not
+    good, log the follower's health details every ``interval_s`` (a warning
+    an operator finds in the log without scraping metrics)."""
+    good: bool | None = None
+    while True:
+        now_good = follower.held is not None and follower.follower_up and not follower.data_too_old
+        if now_good != good:
+            await health_servicer.set(DATA_HEALTH_NAME, SERVING if now_good else NOT_SERVING)
+            good = now_good
+        if not now_good and follower.held is not None:
+            log.warning("data not fresh", extra=follower.health_details())
+        await asyncio.sleep(interval_s)
 
 
 def _verifier(settings: Settings) -> Verifier | None:

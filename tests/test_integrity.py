@@ -7,13 +7,18 @@ concurrent load is refused."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import redis
 import redis.asyncio as aioredis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import loader.publish
 from contract.changes import encode_arrays, index_version
@@ -24,9 +29,11 @@ from contract.signing import Signer, Verifier, generate_keypair
 from contract.snapshot import ARRAY_DTYPES, Keys, validate_arrays
 from gateway.feed import SnapshotFollower
 from gateway.index import IndexHolder
+from gateway.server import DATA_HEALTH_NAME
 from loader.changes import publish_change
 from loader.publish import publish_snapshot
 from tests.factory import Person, build_arrays
+from tests.gateway_process import ROOT, GatewayProcess
 from tests.test_feed import DOCTORS, active, status_of, suspended, until
 
 POLL_S = 0.05
@@ -288,3 +295,48 @@ def test_every_invariant_the_index_relies_on_is_checked() -> None:
     with pytest.raises(SnapshotError, match="reg_until"):
         validate_arrays(bad)
     assert set(ARRAY_DTYPES) == set(good)
+
+
+def service_health(address: str, service: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest(service=service)
+        return int(stub.Check(request, timeout=2).status)
+
+
+@pytest.mark.slow
+def test_the_real_gateway_refuses_to_start_without_a_key_and_reports_data_health(
+    redis_url: str, redis_client: redis.Redis, prefix: str, tmp_path: Path
+) -> None:
+    """No trusted key: refused at start. With one: the data's health entry goes
+    NOT_SERVING while the follower fails, and SERVING again once it recovers,
+    while claims are decided throughout (fail-static)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "--redis-url", redis_url, "--prefix", prefix,
+         "--port", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "trusted_keys" in proc.stderr
+    private, public = generate_keypair(tmp_path / "keys")
+    keys = Keys(prefix)
+    version = publish_snapshot(
+        redis_client, keys, build_arrays(people()), signer=Signer.from_file(private)
+    ).version
+    serving = health_pb2.HealthCheckResponse.SERVING
+    with GatewayProcess(redis_url, prefix, "--trusted-keys", str(public)) as gateway:
+        wait = time.monotonic() + 10
+        while service_health(gateway.address, DATA_HEALTH_NAME) != serving:
+            assert time.monotonic() < wait, "data health never SERVING"
+            time.sleep(0.1)
+        redis_client.set(keys.current, "abc")
+        wait = time.monotonic() + 15
+        while service_health(gateway.address, DATA_HEALTH_NAME) == serving:
+            assert time.monotonic() < wait, "data health stayed SERVING with a bad pointer"
+            time.sleep(0.1)
+        assert gateway.health() == serving  # still deciding from the held index
+        redis_client.set(keys.current, str(version))
+        wait = time.monotonic() + 15
+        while service_health(gateway.address, DATA_HEALTH_NAME) != serving:
+            assert time.monotonic() < wait, "data health did not recover"
+            time.sleep(0.1)
+        assert "following Redis failed" in gateway.log()
