@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from contract.days import today_cst
+from contract.days import add_years, date_to_day, day_to_date, today_cst
 from loader.cli import main as loader_main
 from proto.eligibility.v1 import eligibility_pb2 as pb
 from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
@@ -31,7 +31,7 @@ COLLEAGUE = "D110105000002"  # never scored, registered at OLD_HOSPITAL
 
 # Two cases of 6 points on one day: 12 by accumulation (累计记满), a 1-year bar.
 TERMINATED_ON = TODAY - dt.timedelta(days=400)
-BAR_END = TERMINATED_ON.replace(year=TERMINATED_ON.year + 1)  # first day allowed again
+BAR_END = day_to_date(add_years(date_to_day(TERMINATED_ON), 1))  # first day allowed again
 REREGISTERED_ON = BAR_END + dt.timedelta(days=10)
 
 
