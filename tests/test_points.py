@@ -932,3 +932,65 @@ def test_explanation_of_a_re_registration() -> None:
     ) in text
     assert "re-registered: the termination ends, year total reset to 0 [registry.csv:3]" in text
     assert "from 2024-07-01  ACTIVE" in text
+
+
+def _trail_text(rows: list[Row], policy: str = "national") -> str:
+    ledger = ledger_of(rows, policy)
+    return explain_practitioner(ledger, load_policy(policy), None, P).text()
+
+
+def test_the_trail_shows_each_days_settlement_whatever_the_ids() -> None:
+    rows = [
+        score("E0", 3, "2024-02-01"),
+        score("E1", 6, "2024-03-01", 1),
+        repair("E2", 3, "2024-03-01"),
+    ]
+    for ledger in (rows, rows[::-1]):
+        text = _trail_text(ledger)
+        assert "day settled: total 3 → 6 after REPAIR E2 and SCORE E1; no threshold crossed" in text
+    # Natural order in the wording: E9 before E10.
+    text = _trail_text([score("E10", 3, "2024-03-01", 6), score("E9", 6, "2024-03-01", 1)])
+    assert (
+        "day settled: total 0 → 9 after SCORE E9 and SCORE E10; total 9 >= 9, the first "
+        "suspension of 2024: 6 month(s) (suspension_months of E10) -> "
+        "SUSPENDED 2024-03-01 .. 2024-08-31"
+    ) in text
+
+
+def test_the_trail_says_no_new_suspension_was_decided() -> None:
+    text = _trail_text([score("E1", 9, "2024-03-01", 1), score("E2", 1, "2024-06-01")])
+    assert (
+        "day settled: total 9 → 10 after SCORE E2; total 10 >= 9, but a suspension was "
+        "already triggered in 2024 and no SCORE of the day carries suspension_months: "
+        "no new suspension"
+    ) in text
+
+
+def test_the_trail_says_a_shorten_cancelled_the_suspension() -> None:
+    text = _trail_text([score("E1", 9, "2024-03-01", 1), shorten("S1", "2024-03-01")])
+    assert (
+        "S1 SHORTEN: the suspension starting on 2024-03-01 is cancelled "
+        "(SHORTEN on its first day) [ledger.csv:3]"
+    ) in text
+
+
+def test_the_trail_names_the_case_that_set_a_3_year_bar() -> None:
+    rows = [score("E1", 7, "2024-03-01", case="K1"), score("E2", 5, "2024-03-01", case="K1")]
+    text = _trail_text(rows)
+    assert "E1 SCORE +7, case K1 [ledger.csv:2]" in text
+    assert "3-year bar (一次性记满: 12 points in one case, K1)" in text
+
+
+def test_a_national_first_suspension_day_without_any_months_is_refused() -> None:
+    rows = [score("E10", 5, "2024-03-01"), score("E9", 4, "2024-03-01")]
+    with pytest.raises(LoadError) as err:
+        derive_statuses(ledger_of(rows), load_policy("national"))
+    e = err.value
+    assert (e.line, e.field) == (2, "suspension_months")
+    assert "events E9, E10 of 2024-03-01 bring the 2024 total to 9" in e.reason
+    # One of the day's SCOREs carrying a length is enough.
+    rows[1] = score("E9", 4, "2024-03-01", 2)
+    result = derive_statuses(ledger_of(rows), load_policy("national"))
+    assert show_status(result.status_changes(encode_practitioner(P)))[0] == (
+        "2024-03-01 SUSPENDED 2024-04-30"
+    )

@@ -146,22 +146,33 @@ def registry_items(registrations: RegistrationStarts, keys: U64s) -> dict[int, l
 class _Suspension:
     __slots__ = ("causes", "cut", "cut_by", "start", "until")
 
-    def __init__(self, start: int, until: int, causes: list[str]) -> None:
+    def __init__(self, start: int, until: int, causes: Sequence[Item]) -> None:
         self.start = start
         self.until = until
-        self.causes = causes  # the SCOREs that set its end, "E1 (ledger.csv:2)"
+        self.causes = [causes]  # the SCOREs of each day that set its end
         self.cut: SuspensionCut | None = None  # why it ended early, if it did
-        self.cut_by = ""  # what cut it: a SHORTEN's event_id or the terminating day's SCOREs
+        self.cut_by: Sequence[Item] = ()  # the SHORTENs or terminating SCOREs that cut it
 
 
 class _Termination:
-    __slots__ = ("bar_end", "bar_label", "cause", "ended", "start")
+    __slots__ = ("bar_end", "case_keys", "case_points", "ended", "set_by", "shortened", "start")
 
-    def __init__(self, start: int, bar_end: int, bar_label: str, cause: str) -> None:
+    def __init__(
+        self,
+        start: int,
+        bar_end: int,
+        set_by: Sequence[Item],
+        case_points: int,
+        case_keys: list[int],
+    ) -> None:
         self.start = start
         self.bar_end = bar_end  # first day re-registration is allowed
-        self.bar_label = bar_label  # what set it: "1-year bar (累计记满: accumulated)"
-        self.cause = cause  # the events that set it, "E7 (ledger.csv:8)"
+        # What set the bar's end: the day's SCOREs (the largest case's points
+        # and its case keys decide its length), or the SHORTENs that moved it.
+        self.set_by = set_by
+        self.case_points = case_points
+        self.case_keys = case_keys
+        self.shortened = False
         self.ended: int | None = None  # re-registration day
 
 
@@ -179,8 +190,20 @@ def _natural(event_id: str) -> tuple[str | int, ...]:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", event_id))
 
 
+def _item_natural(it: Item) -> tuple[str | int, ...]:
+    return _natural(it[7])
+
+
+_NO_THRESHOLD = NoThreshold()
+_NO_ITEMS: tuple[Item, ...] = ()
+
+
 class _Replayer:
-    """The state of one practitioner's replay, advanced one day at a time."""
+    """The state of one practitioner's replay, advanced one day at a time.
+
+    Untraced (the whole ledger), nothing is put into words: event ids, case
+    names and causes are kept as items and formatted only for a refused
+    registry record or a traced replay."""
 
     def __init__(
         self,
@@ -189,47 +212,60 @@ class _Replayer:
         registry_file: str,
         practitioner: int,
         case_names: Sequence[str],
-        registry: list[Item],
         facts: list[Fact] | None,
     ) -> None:
         self.policy = policy
+        self.suspend_at = policy.suspend_at
+        self.terminate_at = policy.terminate_at
         self.ledger_file = ledger_file
         self.registry_file = registry_file
         self.practitioner = practitioner
         self.case_names = case_names
-        self.registry = registry  # the practitioner's registry records
-        self.reg_end = {it[8]: it[9] for it in registry}  # row -> deregistered_on now
         self.facts = facts
         self.year = -1
         self.total = 0
         self.suspended_year = -1  # year of the last suspension triggered (rule 4)
-        self.case_points: dict[tuple[int, int], int] = {}  # (case, year) -> points
+        self.seen: list[Item] = []  # the SCOREs so far (for a case's points)
         self.day_totals: list[tuple[int, int, int]] = []  # (day, year, total at day's end)
         self.suspensions: list[_Suspension] = []
         self.terminations: list[_Termination] = []
         self.term: _Termination | None = None  # the termination in force
         self.violations: list[BarViolation] = []
+        self.registry: list[Item] = []  # the registry records met so far
+        self.reg_end: dict[int, int] = {}  # registry row -> deregistered_on now
         self.closed: list[ClosedRegistration] = []
         self.closed_today: list[Fact] = []  # RegistrationClosed facts of the day
 
     # -- one day -----------------------------------------------------------
 
-    def day(self, items: list[Item]) -> None:
+    def day(self, items: Sequence[Item]) -> None:
         """Settle one day (rule 2): SHORTENs end what runs into the day,
         registry records count, the REPAIRs and SCOREs move the total, the
         thresholds are tested on the final total, and the SHORTENs then end
         what the day started."""
+        if len(items) == 1:
+            # Fast path: a day of one SCORE or REPAIR (most days).
+            it = items[0]
+            if it[3] == _SCORE:
+                self._settle(it[0], it[6], items, _NO_ITEMS, it[4], 0)
+                return
+            if it[3] == _REPAIR:
+                self._settle(it[0], it[6], _NO_ITEMS, items, 0, it[4])
+                return
         d = items[0][0]
         shortens: list[Item] = []
         scores: list[Item] = []
         repairs: list[Item] = []
         registrations: list[Item] = []
+        gained = repaired = 0
         for it in items:
             kind = it[3]
             if kind == _SCORE:
                 scores.append(it)
+                gained += it[4]
             elif kind == _REPAIR:
                 repairs.append(it)
+                repaired += it[4]
             elif kind == _SHORTEN:
                 shortens.append(it)
             else:
@@ -239,9 +275,11 @@ class _Replayer:
             # Rule 10, before the day: what was running into it ends the day before.
             effects += self._shorten_running(d, shortens)
         for it in registrations:
+            self.registry.append(it)
+            self.reg_end[it[8]] = it[9]
             self._register(it)
         if scores or repairs:
-            self._settle(d, items[0][6], scores, repairs)
+            self._settle(d, items[0][6], scores, repairs, gained, repaired)
         if shortens:
             # Rule 10, after the day: what the day started never runs.
             effects += self._shorten_started(d, shortens)
@@ -251,8 +289,8 @@ class _Replayer:
                     ShortenEffect.BAR_ALREADY_OVER if running else ShortenEffect.NOTHING_RUNNING
                 )
             if self.facts is not None:
-                for eid, line in sorted(((it[7], it[2]) for it in shortens), key=_first_natural):
-                    self.facts.append(Shortened(d, eid, line, tuple(effects)))
+                for it in sorted(shortens, key=_item_natural):
+                    self.facts.append(Shortened(d, it[7], it[2], tuple(effects)))
 
     def _register(self, it: Item) -> None:
         """Rule 8: a registration on or after the bar ends the termination."""
@@ -282,72 +320,77 @@ class _Replayer:
                     d,
                     term.start,
                     term.bar_end,
-                    term.bar_label,
-                    term.cause,
+                    self._bar_label(term),
+                    self._causes(term.set_by),
                 )
             )
             if self.facts is not None:
                 outcome = RegistrationOutcome.INSIDE_BAR
                 self.facts.append(Registered(d, line, outcome, term.bar_end))
 
-    def _settle(self, d: int, year: int, scores: list[Item], repairs: list[Item]) -> None:
-        """Rules 1, 3-7, 9: the day's REPAIRs and SCOREs together, then the
-        thresholds on the day's final total."""
+    def _settle(
+        self,
+        d: int,
+        year: int,
+        scores: Sequence[Item],
+        repairs: Sequence[Item],
+        gained: int,
+        repaired: int,
+    ) -> None:
+        """Rules 1, 3-7, 9: the day's REPAIRs and SCOREs together (``gained``
+        and ``repaired`` are their sums), then the thresholds on the day's
+        final total."""
         if year != self.year:
             self.year, self.total = year, 0  # rule 1: the year total resets
         before = self.total
-        gained = sum(it[4] for it in scores)
-        repaired = sum(it[4] for it in repairs)
-        after = max(0, before + gained - repaired)  # rule 9: never below 0
+        after = before + gained - repaired
+        if after < 0:
+            after = 0  # rule 9: never below 0
         self.total = after
-        self._record_total(d, year, after)
-        decision: Decision = NoThreshold()
+        totals = self.day_totals
+        if totals and totals[-1][0] == d:
+            totals[-1] = (d, year, after)
+        else:
+            totals.append((d, year, after))
+        decision: Decision = _NO_THRESHOLD
         if scores:
-            decision = self._thresholds(d, year, after, scores)
+            self.seen.extend(scores)
+            if self.term is not None or after >= self.suspend_at:
+                decision = self._thresholds(d, year, after, scores)
         if self.facts is not None:
             self._report_day(d, year, before, after, scores, repairs, decision)
 
-    def _thresholds(self, d: int, year: int, total: int, scores: list[Item]) -> Decision:
+    def _thresholds(self, d: int, year: int, total: int, scores: Sequence[Item]) -> Decision:
         policy = self.policy
-        # One handling (rule 6, Jiangxi's single lengths): each case's points this year.
-        case_points = self.case_points
-        today: dict[int, int] = {}
-        for it in scores:
-            key = (it[8], year)
-            case_points[key] = today[it[8]] = case_points.get(key, 0) + it[4]
         term = self.term
         if term is not None:
             # Rule 7: points still add up; the bar may grow, nothing else starts.
-            if total < policy.terminate_at:
+            if total < self.terminate_at:
                 return ScoredWhileTerminated(WhileTerminated.POINTS_RECORDED, term.bar_end)
-            case, points = self._largest_case(today, scores)
+            points, keys = self._largest_case(scores, year)
             bar_end = add_years(d, policy.bar_years(points))
             if bar_end <= term.bar_end:
                 return ScoredWhileTerminated(WhileTerminated.BAR_ALREADY_LONGER, term.bar_end)
-            term.bar_end = bar_end
-            term.bar_label = self._bar_label(points, case)
-            term.cause = self._causes(scores)
+            term.bar_end, term.set_by, term.shortened = bar_end, scores, False
+            term.case_points, term.case_keys = points, keys
             return ScoredWhileTerminated(WhileTerminated.BAR_EXTENDED, bar_end)
-        if total >= policy.terminate_at:
+        if total >= self.terminate_at:
             # Rule 6: terminated; a running suspension ends the day before.
             superseded_from = -1
             running = self._running(d)
             if running is not None:
                 running.until = d - 1
-                running.cut, running.cut_by = SuspensionCut.SUPERSEDED, self._ids(scores)
+                running.cut, running.cut_by = SuspensionCut.SUPERSEDED, scores
                 superseded_from = running.start
-            case, points = self._largest_case(today, scores)
+            points, keys = self._largest_case(scores, year)
             years = policy.bar_years(points)
-            term = _Termination(
-                d, add_years(d, years), self._bar_label(points, case), self._causes(scores)
-            )
+            term = _Termination(d, add_years(d, years), scores, points, keys)
             self.term = term
             self.terminations.append(term)
             self._close_registrations(d)
+            case = self._case_name(term) if self.facts is not None else ""
             return Terminated(total, points, case, years, term.bar_end, superseded_from)
-        if total < policy.suspend_at:
-            return NoThreshold()
-        # Rule 4: in the suspension band.
+        # Rule 4: in the suspension band (the caller checked total >= suspend).
         first = year != self.suspended_year
         given = [it for it in scores if it[5] != NO_MONTHS]
         if not first and not given:
@@ -357,21 +400,25 @@ class _Replayer:
             if not given:
                 self._months_required(d, year, total, scores)
             months = max(it[5] for it in given)
-            months_from = tuple(sorted((it[7] for it in given if it[5] == months), key=_natural))
+            if self.facts is not None:
+                chosen = [it[7] for it in given if it[5] == months]
+                months_from = tuple(sorted(chosen, key=_natural))
         else:
-            months = max(policy.suspension_months(total, p, NO_MONTHS) for p in today.values())
+            months = max(
+                policy.suspension_months(total, p, NO_MONTHS)
+                for p in self._case_points(scores, year).values()
+            )
         self.suspended_year = year
         until = suspension_until(d, months)
         running = self._running(d)
-        causes = self._causes(scores)
         if running is None:
-            running = _Suspension(d, until, [causes])
+            running = _Suspension(d, until, scores)
             self.suspensions.append(running)
             effect = SuspensionEffect.STARTED
         elif until > running.until:
             running.until = until
-            running.causes.append(causes)
-            running.cut, running.cut_by = None, ""
+            running.causes.append(scores)
+            running.cut, running.cut_by = None, ()
             effect = SuspensionEffect.EXTENDED
         else:
             effect = SuspensionEffect.WITHIN
@@ -379,18 +426,16 @@ class _Replayer:
 
     def _shorten_running(self, d: int, shortens: list[Item]) -> list[ShortenEffect]:
         """Rule 10 for what runs into day ``d``: a suspension or a bar."""
-        by = self._ids(shortens)
         term = self.term
         if term is not None:
             if d < term.bar_end:
-                term.bar_end, term.bar_label = d, f"bar shortened by {by}"
-                term.cause = self._causes(shortens)
+                term.bar_end, term.set_by, term.shortened = d, shortens, True
                 return [ShortenEffect.BAR_SHORTENED]
             return []
         running = self._running(d)
         if running is not None:
             running.until = d - 1  # it started before d: it ran
-            running.cut, running.cut_by = SuspensionCut.SHORTENED, by
+            running.cut, running.cut_by = SuspensionCut.SHORTENED, shortens
             return [ShortenEffect.SUSPENSION_SHORTENED]
         return []
 
@@ -403,9 +448,7 @@ class _Replayer:
             return [ShortenEffect.SUSPENSION_CANCELLED]
         term = self.term
         if term is not None and term.start == d and d < term.bar_end:
-            term.bar_end = d
-            term.bar_label = f"bar shortened by {self._ids(shortens)}"
-            term.cause = self._causes(shortens)
+            term.bar_end, term.set_by, term.shortened = d, shortens, True
             return [ShortenEffect.BAR_SHORTENED]
         return []
 
@@ -427,10 +470,8 @@ class _Replayer:
         before ``d`` and still holds on it. One that began on ``d`` itself
         ends the day after (a period is never empty; TERMINATED that day)."""
         reg_end = self.reg_end
-        for it in self.registry:
+        for it in self.registry:  # the records met so far: all begun on or before d
             start, line, row = it[0], it[2], it[8]
-            if start > d:
-                continue
             ends_on = d if start < d else d + 1
             was = reg_end[row]
             if ends_on < was:
@@ -439,28 +480,43 @@ class _Replayer:
                 if self.facts is not None:
                     self.closed_today.append(RegistrationClosed(d, line, start, was, ends_on))
 
-    def _largest_case(self, today: dict[int, int], scores: list[Item]) -> tuple[str, int]:
-        """The case of the day with the most points this year, and its points."""
-        points = max(self.case_points[(c, self.year)] for c in today)
-        cases = [c for c in today if self.case_points[(c, self.year)] == points]
-        return min(self._case_name(c, scores) for c in cases), points
+    def _case_points(self, scores: Sequence[Item], year: int) -> dict[int, int]:
+        """Points this year so far of each case that scored today (one handling, 一次)."""
+        points = {it[8]: 0 for it in scores}
+        for it in self.seen:
+            if it[6] == year and it[8] in points:
+                points[it[8]] += it[4]
+        return points
 
-    def _case_name(self, case: int, scores: list[Item]) -> str:
-        if case >= 0:
-            return self.case_names[case]
-        return next(it[7] for it in scores if it[8] == case)  # a case of its own
+    def _largest_case(self, scores: Sequence[Item], year: int) -> tuple[int, list[int]]:
+        """The most points one case of the day carries this year, and the
+        cases that carry them."""
+        points = self._case_points(scores, year)
+        most = max(points.values())
+        return most, [c for c, p in points.items() if p == most]
 
-    def _bar_label(self, case_points: int, case: str) -> str:
-        return bar_label(self.policy, case_points, case)
+    def _case_name(self, term: _Termination) -> str:
+        """The case that set the bar: its case_id, or the event_id of a case
+        of its own (the first in natural order among ties)."""
+        names = [
+            self.case_names[c] if c >= 0 else next(it[7] for it in term.set_by if it[8] == c)
+            for c in term.case_keys
+        ]
+        return min(names, key=_natural)
 
-    def _ids(self, items: list[Item]) -> str:
+    def _bar_label(self, term: _Termination) -> str:
+        if term.shortened:
+            return f"bar shortened by {self._ids(term.set_by)}"
+        return bar_label(self.policy, term.case_points, self._case_name(term))
+
+    def _ids(self, items: Sequence[Item]) -> str:
         return ", ".join(sorted((it[7] for it in items), key=_natural))
 
-    def _causes(self, items: list[Item]) -> str:
-        named = sorted(((it[7], it[2]) for it in items), key=_first_natural)
-        return ", ".join(f"{eid} ({self.ledger_file}:{line})" for eid, line in named)
+    def _causes(self, items: Sequence[Item]) -> str:
+        named = sorted(items, key=_item_natural)
+        return ", ".join(f"{it[7]} ({self.ledger_file}:{it[2]})" for it in named)
 
-    def _months_required(self, d: int, year: int, total: int, scores: list[Item]) -> None:
+    def _months_required(self, d: int, year: int, total: int, scores: Sequence[Item]) -> None:
         ids = self._ids(scores)
         if len(scores) == 1:
             what = f"event {ids} brings"
@@ -480,24 +536,36 @@ class _Replayer:
         year: int,
         before: int,
         after: int,
-        scores: list[Item],
-        repairs: list[Item],
+        scores: Sequence[Item],
+        repairs: Sequence[Item],
         decision: Decision,
     ) -> None:
         assert self.facts is not None
         ordered = sorted(repairs, key=_item_natural) + sorted(scores, key=_item_natural)
         for it in ordered:
-            case = it[8]
-            name = self._case_name(case, scores) if case >= 0 else ""
+            name = self.case_names[it[8]] if it[8] >= 0 else ""
             self.facts.append(EventApplied(d, it[7], it[2], it[3], it[4], it[5], name))
         events = tuple((it[3], it[7]) for it in ordered)
         self.facts.append(DaySettled(d, year, before, after, events, decision))
         self.facts.extend(self.closed_today)  # what a termination of the day ended
         self.closed_today.clear()
 
+    def _endings(self) -> list[Fact]:
+        """The changes no event of their day explains: the New Year after a
+        year that reached WARNED, and the end of each suspension."""
+        warn = self.policy.warn_at
+        out: list[Fact] = []
+        for year in sorted({year for _, year, total in self.day_totals if total >= warn}):
+            out.append(YearReset(jan1_day(year + 1), year + 1))
+        for s in self.suspensions:
+            causes = tuple(self._causes(day) for day in s.causes)
+            cut_by = self._ids(s.cut_by)
+            out.append(SuspensionEnded(s.until + 1, s.until, causes, s.cut, cut_by))
+        return out
+
     def result(self) -> Replay:
         if self.facts is not None:
-            self.facts.extend(_endings(self.day_totals, self.suspensions, self.policy.warn_at))
+            self.facts.extend(self._endings())
         changes = _status_changes(
             self.day_totals, self.suspensions, self.terminations, self.policy.warn_at
         )
@@ -508,14 +576,6 @@ class _Replayer:
             bool(self.terminations),
             self.closed,
         )
-
-
-def _first_natural(pair: tuple[str, int]) -> tuple[str | int, ...]:
-    return _natural(pair[0])
-
-
-def _item_natural(it: Item) -> tuple[str | int, ...]:
-    return _natural(it[7])
 
 
 def replay_items(
@@ -531,8 +591,7 @@ def replay_items(
     day at a time. With a ``facts`` list, append to it what every step did,
     then the endings. ``case_names`` (the ledger's) name cases in the bar's
     label."""
-    registry = [it for it in items if it[3] == _REGISTER]
-    r = _Replayer(policy, ledger_file, registry_file, practitioner, case_names, registry, facts)
+    r = _Replayer(policy, ledger_file, registry_file, practitioner, case_names, facts)
     n = len(items)
     i = 0
     while i < n:
@@ -540,7 +599,12 @@ def replay_items(
         j = i + 1
         while j < n and items[j][0] == d:
             j += 1
-        r.day(items[i:j])
+        if j == i + 1 and items[i][3] == _SCORE:
+            # Fast path: a day of one SCORE (most days) settles as that SCORE.
+            it = items[i]
+            r._settle(d, it[6], (it,), _NO_ITEMS, it[4], 0)
+        else:
+            r.day(items[i:j])
         i = j
     return r.result()
 
@@ -566,6 +630,8 @@ def _status_changes(
 ) -> list[StatusChange]:
     """Turn the replay's intervals and day totals into status change points:
     evaluate the status on every day something may change, in one merge pass."""
+    if not suspensions and not terminations:
+        return _warned_changes(day_totals, warn)
     candidates: list[int] = []
     for day, year, total in day_totals:
         candidates.append(day)
@@ -613,14 +679,22 @@ def _status_changes(
     return changes
 
 
-def _endings(
-    day_totals: list[tuple[int, int, int]], suspensions: list[_Suspension], warn: int
-) -> list[Fact]:
-    """The changes no event of their day explains: the New Year after a year
-    that reached WARNED, and the end of each suspension."""
-    out: list[Fact] = []
-    for year in sorted({year for _, year, total in day_totals if total >= warn}):
-        out.append(YearReset(jan1_day(year + 1), year + 1))
-    for s in suspensions:
-        out.append(SuspensionEnded(s.until + 1, s.until, tuple(s.causes), s.cut, s.cut_by))
-    return out
+def _warned_changes(day_totals: list[tuple[int, int, int]], warn: int) -> list[StatusChange]:
+    """Fast path of ``_status_changes`` without suspension or termination:
+    WARNED from a day whose total is >= ``warn`` until a day below it or
+    the New Year, whichever comes first; ACTIVE otherwise."""
+    changes: list[StatusChange] = []
+    warned = False
+    n = len(day_totals)
+    for k, (day, year, total) in enumerate(day_totals):
+        if day > MAX_DAY:
+            break
+        if (total >= warn) != warned:
+            warned = not warned
+            changes.append(StatusChange(day, Status.WARNED if warned else Status.ACTIVE))
+        if warned:
+            new_year = jan1_day(year + 1)
+            if (k + 1 == n or day_totals[k + 1][0] > new_year) and new_year <= MAX_DAY:
+                changes.append(StatusChange(new_year, Status.ACTIVE))
+                warned = False
+    return changes
