@@ -516,7 +516,8 @@ def controller(args: argparse.Namespace) -> int:
         gateway = subprocess.Popen(
             [sys.executable, "-m", "gateway", "--redis-url", redis_server.url,
              "--prefix", "faults", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "2", "--poll-interval-s", "0.2", "--allow-unsigned"],
+             "--workers", "2", "--poll-interval-s", "0.2", "--allow-unsigned",
+             "--drain-s", "0"],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=gateway_log,
         )  # fmt: skip
         wait_serving(address)

@@ -58,7 +58,8 @@ class GatewayChild:
             sys.executable, "-m", "gateway",
             "--redis-url", redis_url, "--prefix", prefix,
             "--host", "127.0.0.1", "--port", str(self.port),
-            "--poll-interval-s", "0.2", "--log-level", "INFO", "--allow-unsigned", *extra,
+            "--poll-interval-s", "0.2", "--log-level", "INFO", "--allow-unsigned",
+            "--drain-s", "0", *extra,
         ]  # fmt: skip
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(

@@ -11,6 +11,7 @@
     ├── ChangeNotPublishedError a live change could not be published (loader)
     ├── BuildError              timelines do not fit the registry: no snapshot (loader)
     └── LoadError               a loader input record is bad (file, line, field)
+        └── UnreadableFileError a whole input file cannot be read
 
 The gRPC boundary maps each to a status code in one table
 (``gateway.servicer.STATUS_FOR_ERROR``); a test checks every class is mapped.
@@ -94,3 +95,12 @@ class LoadError(EligibilityError):
         self.line = line
         self.field = field
         self.reason = reason
+
+
+class UnreadableFileError(LoadError):
+    """The file as a whole cannot be read (missing, a directory, not allowed):
+    said as "cannot read FILE: reason", without a line or a field."""
+
+    def __init__(self, file: str, reason: str) -> None:
+        super().__init__(file, 0, "", reason)
+        self.args = (f"cannot read {file}: {reason}",)

@@ -11,13 +11,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import platform
 import signal
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
-from gateway.ops.logs import configure_logging
-from gateway.server import start_gateway, wait_until_loaded
+from contract.version import version_line
+from gateway.ops.logs import configure_logging, quiet_grpc_core
 from gateway.settings import Settings
+
+# Nothing above imports grpc: quiet_grpc_core() in main() must run first.
 
 log = logging.getLogger("gateway")
 
@@ -27,6 +31,12 @@ def build_parser(defaults: Settings) -> argparse.ArgumentParser:
         prog="python -m gateway",
         description="Claims-settlement eligibility gateway (gRPC). Every flag can also be set "
         "by an ELIG_* environment variable, e.g. ELIG_REDIS_URL, ELIG_PORT.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"{version_line()} (python {platform.python_version()}, "
+        f"grpcio {metadata.version('grpcio')})",
     )
     parser.add_argument(
         "--redis-url",
@@ -119,6 +129,11 @@ def build_parser(defaults: Settings) -> argparse.ArgumentParser:
         type=int,
         help="serve Prometheus /metrics on this HTTP port (ELIG_METRICS_PORT; default off)",
     )
+    ops.add_argument(
+        "--metrics-host",
+        help="address the metrics port listens on; 0.0.0.0 for a Prometheus on another "
+        f"machine (ELIG_METRICS_HOST; default {defaults.metrics_host})",
+    )
     ops.add_argument("--tls-cert-file", help="PEM certificate chain: serve gRPC over TLS")
     ops.add_argument("--tls-key-file", help="PEM private key of --tls-cert-file")
     ops.add_argument(
@@ -187,10 +202,17 @@ def build_parser(defaults: Settings) -> argparse.ArgumentParser:
         f"(default {defaults.max_connection_age_grace_s})",
     )
     ops.add_argument(
+        "--drain-s",
+        type=float,
+        help="on SIGTERM, NOT_SERVING but still answering calls for this long, so that "
+        "probes and load balancers move traffic away; a second signal ends it "
+        f"(ELIG_DRAIN_S; default {defaults.drain_s})",
+    )
+    ops.add_argument(
         "--shutdown-grace-s",
         type=float,
-        help="on SIGTERM, NOT_SERVING at once, then in-flight calls get this long to finish "
-        f"(default {defaults.shutdown_grace_s})",
+        help="after the drain, no new calls; those in flight get this long to finish "
+        f"(ELIG_SHUTDOWN_GRACE_S; default {defaults.shutdown_grace_s})",
     )
     parser.add_argument(
         "--workers",
@@ -201,8 +223,9 @@ def build_parser(defaults: Settings) -> argparse.ArgumentParser:
     parser.add_argument(
         "--load-timeout-s",
         type=float,
-        help="give up if no snapshot is published within this time (default: wait, "
-        "NOT_SERVING, for as long as it takes; 60 s for the embedded default)",
+        help="give up (exit 1, naming the cause) if no snapshot is loaded within this time "
+        "(ELIG_LOAD_TIMEOUT_S; default: wait, NOT_SERVING, for as long as it takes; 60 s for "
+        "the embedded default)",
     )
     demo = parser.add_argument_group("embedded default")
     demo.add_argument("--no-demo", action="store_true", help="do not send the demo claims")
@@ -220,6 +243,7 @@ def build_parser(defaults: Settings) -> argparse.ArgumentParser:
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.ops.embedded import EmbeddedData
+    from gateway.server import start_gateway, wait_until_loaded
 
     stop = _stop_on_signals()
     embedded: EmbeddedData | None = None
@@ -231,7 +255,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         gateway = await start_gateway(settings)
         try:
-            timeout_s = args.load_timeout_s or (60.0 if embedded is not None else None)
+            timeout_s = settings.load_timeout_s or (60.0 if embedded is not None else None)
             loaded = asyncio.ensure_future(wait_until_loaded(gateway, timeout_s))
             stopped = asyncio.ensure_future(stop.wait())
             await asyncio.wait({loaded, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -263,7 +287,11 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
             log.info("stopping: signal received")
             return 0
         finally:
-            await gateway.stop(settings.shutdown_grace_s)
+            # Drain only on a signal (not after the demo or a failure); a
+            # second signal ends the drain at once.
+            drain_s = settings.drain_s if stop.is_set() else 0.0
+            stop.clear()
+            await gateway.stop(settings.shutdown_grace_s, drain_s=drain_s, cut_short=stop)
     finally:
         if embedded is not None:
             embedded.stop()
@@ -279,6 +307,7 @@ def _stop_on_signals() -> asyncio.Event:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_grpc_core()
     try:
         defaults = Settings.from_env()
     except ValueError as exc:
@@ -297,6 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_lines_per_claim=args.max_lines_per_claim,
             max_message_bytes=args.max_message_bytes,
             poll_interval_s=args.poll_interval_s,
+            load_timeout_s=args.load_timeout_s,
             snapshot_cache_dir=args.snapshot_cache_dir,
             audit_spool_dir=args.audit_spool_dir,
             audit_failure_policy=args.audit_failure_policy,
@@ -306,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_data_age_s=args.max_data_age_s,
             log_level=args.log_level,
             metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
             tls_cert_file=args.tls_cert_file,
             tls_key_file=args.tls_key_file,
             tls_client_ca_file=args.tls_client_ca_file,
@@ -319,6 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_connection_idle_s=args.max_connection_idle_s,
             max_connection_age_s=args.max_connection_age_s,
             max_connection_age_grace_s=args.max_connection_age_grace_s,
+            drain_s=args.drain_s,
             shutdown_grace_s=args.shutdown_grace_s,
             workers=args.workers,
         )

@@ -36,7 +36,16 @@ data and was loaded again) is taken even with a lower version, loudly.
 The follower cannot die: every failure (any exception type) is logged once
 per distinct cause, counted (``errors`` by cause: redis, data, bug), and
 retried with exponential backoff; ``follower_up`` and ``last_error`` say
-how it is doing, for health details and metrics.
+how it is doing, for health details and metrics. Until the first index is
+held, ``waiting_cause`` says why there is none (for the start-up log):
+Redis unreachable, nothing published under the prefix (and which prefixes do
+hold snapshots), or the current snapshot unusable.
+
+Change-feed lag (``change_lag_seconds``) is publication to enforcement of the
+last change, reported for ``CHANGE_LAG_WINDOW_S`` after it was enforced and 0
+afterwards. A change taken in by a reload (missed on the stream: trimmed, or
+published while reconnecting) counts in ``changes_applied`` too, its lag
+measured from the time Redis added it to the stream (its entry id).
 
 Fail-static: on any Redis error the gateway keeps deciding from the index it
 holds, logs that the data is stale and since when (``stale_since``), and
@@ -50,10 +59,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import difflib
 import logging
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -76,6 +87,16 @@ _READ_COUNT = 500
 _MAX_DATA_BACKOFF_S = 30.0
 # Bad manifests remembered, so that a bad snapshot is not downloaded again.
 _BAD_MANIFESTS_KEPT = 16
+# The lag of the last change is reported this long after it was enforced, then
+# 0: a change 3 s late an hour ago says nothing about the feed now, and the
+# EligibilityChangeFeedLagging alert (lag > 1 s for 5 min) must not fire for
+# ever when changes are rare. Longer than a scrape interval, shorter than the
+# alert's 5 minutes: only lag that keeps coming back fires it.
+CHANGE_LAG_WINDOW_S = 60.0
+# Looking for other prefixes that hold snapshots (a wrong --prefix): at most
+# this many SCAN calls of 1000 keys, at most once per interval, while waiting.
+_PREFIX_SCAN_CALLS = 100
+_PREFIX_SCAN_EVERY_S = 30.0
 
 
 async def load_snapshot(
@@ -112,6 +133,40 @@ async def load_overlay(
     plan = reads.overlay_plan(keys, base.version, epoch, verifier)
     overlay = await reads.run_async(client, plan)
     return LayeredIndex(base, overlay.arrays, overlay.seq, overlay.stream_id or "0-0")
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for logs and errors:
+    ``redis://app:s3cret@db:6379/0`` -> ``redis://app:***@db:6379/0`` (a
+    ``password=`` query parameter too)."""
+    parts = urllib.parse.urlsplit(url)
+    masked = url  # edited in place: urlunsplit would turn unix:///path into unix:/path
+    if parts.password is not None:
+        userinfo, _, host = parts.netloc.rpartition("@")
+        masked = masked.replace(parts.netloc, f"{userinfo.partition(':')[0]}:***@{host}", 1)
+    pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if any(k.lower() == "password" for k, _ in pairs):
+        query = urllib.parse.urlencode(
+            [(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*"
+        )
+        masked = masked.replace(f"?{parts.query}", f"?{query}", 1)
+    return masked
+
+
+class Waiting(NamedTuple):
+    """Why the follower holds no index yet: ``cause`` is one of "starting",
+    "redis-unreachable", "nothing-published", "snapshot-unusable", "loading";
+    ``detail`` says it in words, with what was seen."""
+
+    cause: str
+    detail: str
+
+
+def _stream_id_ms(stream_id: str) -> int:
+    """The milliseconds part of a stream entry id ("1712345678901-0"): when
+    Redis added the entry; 0 for "0-0" or anything else."""
+    head = stream_id.partition("-")[0]
+    return int(head) if head.isdigit() else 0
 
 
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
@@ -159,12 +214,13 @@ class SnapshotFollower:
     ``gateway.ops.metrics.FollowerState``): ``redis_ok``, ``stale_since``
     (Unix time Redis became unreachable, None while reachable), ``source``
     ("none", "redis" or "disk-cache": where the held index came from),
-    ``disk_cache_saved_at``, ``changes_applied``, ``reloads``, ``lost_place``
-    (reloads because entries were trimmed away), ``change_lag_seconds``
-    (publication to enforcement of the last change), ``follower_up`` (the
-    last attempt to follow succeeded), ``last_error``, ``last_success`` (Unix
-    time), ``errors`` (by cause), ``rejected`` (data refused, by what),
-    ``epoch_changes``.
+    ``disk_cache_saved_at``, ``changes_applied`` (from the stream and taken
+    in by reloads), ``reloads``, ``lost_place`` (reloads because entries were
+    trimmed away), ``change_lag_seconds`` (publication to enforcement of the
+    last change, for ``CHANGE_LAG_WINDOW_S``), ``follower_up`` (the last
+    attempt to follow succeeded), ``last_error`` and ``last_error_cause``
+    (redis, data or bug), ``last_success`` (Unix time), ``errors`` (by
+    cause), ``rejected`` (data refused, by what), ``epoch_changes``.
     """
 
     def __init__(
@@ -202,20 +258,38 @@ class SnapshotFollower:
         self.reloads = 0
         self.lost_place = 0
         self.epoch_changes = 0
-        self.change_lag_seconds: float | None = None
+        # The last change enforced: its lag and when (Unix time); see change_lag_seconds.
+        self.last_change_lag_s: float | None = None
+        self.last_change_at: float | None = None
         self.follower_up = False
         self.last_error: str | None = None
+        self.last_error_cause: str | None = None
+        self.loading_version: int | None = None  # a snapshot being read now
         self.last_success: float | None = None
         self.errors: dict[str, int] = {"redis": 0, "data": 0, "bug": 0}
         self.rejected: dict[str, int] = {"snapshot": 0, "change": 0, "overlay": 0}
         self._position = "0-0"
-        self._bad_manifests: list[tuple[int, str, str]] = []
+        # Refused publications, with why (said again when one is met again).
+        self._bad_manifests: dict[tuple[int, str, str], str] = {}
         self._refused_manifests: set[str] = set()
         self._last_reload = 0.0
         self._logged_error: str | None = None
         self._cache_task: asyncio.Task[None] | None = None
         self._cache_dirty = False
         self._tasks: set[asyncio.Future[None]] = set()
+        self._other_prefixes: list[str] = []
+        self._prefixes_scanned_at: float | None = None
+
+    @property
+    def change_lag_seconds(self) -> float | None:
+        """Publication to enforcement of the last change, while it was enforced
+        less than ``CHANGE_LAG_WINDOW_S`` ago; 0.0 after that (nothing late
+        now); None before the first change."""
+        if self.last_change_lag_s is None or self.last_change_at is None:
+            return None
+        if time.time() - self.last_change_at > CHANGE_LAG_WINDOW_S:
+            return 0.0
+        return self.last_change_lag_s
 
     @property
     def held(self) -> LayeredIndex | None:
@@ -276,7 +350,11 @@ class SnapshotFollower:
         if held is not None and not new_epoch and held.snapshot_version == version:
             base = held.base  # the same snapshot: only the overlay is re-read
         else:
-            base = await self._load_verified(version)
+            self.loading_version = version
+            try:
+                base = await self._load_verified(version)
+            finally:
+                self.loading_version = None
         index = await load_overlay(self.client, self.keys, base, self.verifier)
         if new_epoch:
             assert held is not None
@@ -300,6 +378,8 @@ class SnapshotFollower:
             self._save_to_cache_later()
         if not installed:
             return False
+        if held is not None:
+            self._count_reloaded_changes(held, index)
         log.info(
             "index loaded",
             extra={
@@ -313,6 +393,81 @@ class SnapshotFollower:
             },
         )
         return True
+
+    def _count_reloaded_changes(self, held: LayeredIndex, index: LayeredIndex) -> None:
+        """Count the changes a reload took in that the stream did not bring
+        (trimmed, or published while reconnecting), and take the lag of the
+        newest from when Redis added it to the stream (its entry id)."""
+        same_snapshot = held.snapshot_version == index.snapshot_version and held.meta.get(
+            "epoch"
+        ) == index.meta.get("epoch")
+        taken = index.change_seq - held.change_seq if same_snapshot else index.change_seq
+        if taken <= 0:
+            return
+        self.changes_applied += taken
+        added_ms = _stream_id_ms(index.stream_id)
+        if added_ms:
+            self._note_change_lag(max(time.time() - added_ms / 1000, 0.0))
+
+    def _note_change_lag(self, lag_s: float) -> None:
+        self.last_change_lag_s = lag_s
+        self.last_change_at = time.time()
+
+    async def waiting_cause(self) -> Waiting:
+        """Why no index is held yet, from what the follower last saw (and, when
+        nothing is published under the prefix, a bounded SCAN for the prefixes
+        that do hold snapshots, at most every ``_PREFIX_SCAN_EVERY_S``)."""
+        if self.loading_version is not None:
+            return Waiting("loading", f"reading snapshot {self.loading_version}")
+        if not self.follower_up:
+            if self.last_error is None:
+                return Waiting("starting", "no answer from Redis yet")
+            if self.last_error_cause == "redis":
+                return Waiting("redis-unreachable", f"Redis unreachable: {self.last_error}")
+            return Waiting(
+                "snapshot-unusable", f"the current snapshot is unusable: {self.last_error}"
+            )
+        detail = f"nothing published under the prefix ({self.keys.current} is not set)"
+        others = await self._prefixes_with_snapshots()
+        if others:
+            shown = ", ".join(repr(p) for p in others[:5])
+            more = f" and {len(others) - 5} more" if len(others) > 5 else ""
+            detail += f"; prefixes that hold snapshots: {shown}{more}"
+        return Waiting("nothing-published", detail)
+
+    async def _prefixes_with_snapshots(self) -> list[str]:
+        """Other prefixes with a ``{prefix}:snapshot:current`` key, the most like
+        ours first (a mistyped --prefix); cached, and [] if the SCAN fails."""
+        now = time.monotonic()
+        if (
+            self._prefixes_scanned_at is not None
+            and now - self._prefixes_scanned_at < _PREFIX_SCAN_EVERY_S
+        ):
+            return self._other_prefixes
+        self._prefixes_scanned_at = now
+        suffix = ":snapshot:current"
+        found: set[str] = set()
+        cursor = 0
+        try:
+            for _ in range(_PREFIX_SCAN_CALLS):
+                cursor, batch = await asyncio.wait_for(
+                    self.client.scan(cursor, match=f"*{suffix}", count=1000), 2.0
+                )
+                for key in batch:
+                    text = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+                    found.add(text.removesuffix(suffix))
+                if not cursor:
+                    break
+        except (RedisError, OSError, TimeoutError):
+            return self._other_prefixes
+        found.discard(self.keys.prefix)
+        ours = self.keys.prefix
+
+        def likeness(prefix: str) -> tuple[float, str]:
+            return (-difflib.SequenceMatcher(None, ours, prefix).ratio(), prefix)
+
+        self._other_prefixes = sorted(found, key=likeness)
+        return self._other_prefixes
 
     async def _load_verified(self, version: int) -> StatusIndex:
         """Snapshot ``version``, verified; a bad one is remembered by its manifest and
@@ -353,12 +508,17 @@ class SnapshotFollower:
             raise SnapshotError(f"snapshot {version} has no manifest (its keys are gone)")
         ident = _manifest_id(manifest)
         if ident in self._bad_manifests:
-            raise SnapshotError(f"snapshot {version} was refused before; not downloading it again")
+            raise SnapshotError(
+                f"snapshot {version} was refused before ({self._bad_manifests[ident]}); "
+                "not downloading it again"
+            )
         try:
             return await load_snapshot(self.client, self.keys, version, self.shared, self.verifier)
-        except SnapshotError:
+        except SnapshotError as exc:
             self.rejected["snapshot"] += 1
-            self._bad_manifests = [*self._bad_manifests[-_BAD_MANIFESTS_KEPT + 1 :], ident]
+            if len(self._bad_manifests) >= _BAD_MANIFESTS_KEPT:
+                del self._bad_manifests[next(iter(self._bad_manifests))]  # the oldest
+            self._bad_manifests[ident] = str(exc)[:300]
             raise
 
     async def _kept_versions(self, below: int) -> list[int]:
@@ -416,6 +576,7 @@ class SnapshotFollower:
                 self.errors[cause] += 1
                 self.follower_up = False
                 self.last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                self.last_error_cause = cause
                 if cause == "redis":
                     self._mark_stale(exc)
                     if self.holder.current is None:
@@ -424,7 +585,9 @@ class SnapshotFollower:
                     backoff = min(backoff * 2, self.max_backoff_s)
                 else:
                     self._note_once(
-                        "following Redis failed; deciding from the held index meanwhile",
+                        "following Redis failed; deciding from the held index meanwhile"
+                        if self.holder.current is not None
+                        else "following Redis failed; no index held yet (NOT_SERVING)",
                         level=logging.ERROR,
                         exc=exc,
                     )
@@ -495,7 +658,7 @@ class SnapshotFollower:
             self._position = entry_id.decode()
         self._swap_now(index)
         if lag is not None:
-            self.change_lag_seconds = lag
+            self._note_change_lag(lag)
 
     def _swap_now(self, index: LayeredIndex) -> None:
         """Install changes merged so far (synchronously: the decision path never waits)."""
@@ -612,7 +775,9 @@ class SnapshotFollower:
         if self.redis_ok or self.stale_since is None:
             self.stale_since = time.time()
             log.warning(
-                "redis unreachable or data unreadable; deciding from the held index (stale)",
+                "redis unreachable or data unreadable; deciding from the held index (stale)"
+                if self.holder.current is not None
+                else "redis unreachable; no index held yet (NOT_SERVING)",
                 extra={"error": str(exc)[:200], **self._log_facts()},
             )
         self.redis_ok = False

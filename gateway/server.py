@@ -6,7 +6,10 @@ plus the background tasks that keep the index current and write the audit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -14,19 +17,20 @@ import grpc
 import redis.asyncio as aioredis
 from grpc_health.v1 import _async as health_aio  # what grpc_health.v1.health.aio names
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import _async as reflection_aio  # what reflection.aio names
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from contract.signing import Verifier
 from contract.snapshot import Keys
 from gateway.decide import Policy
-from gateway.feed import SnapshotFollower
+from gateway.feed import SnapshotFollower, masked_url
 from gateway.index import Index, IndexHolder
 from gateway.ops.audit import OverrideAudit, spool_dir_for
 from gateway.ops.disk_cache import SnapshotCache
 from gateway.ops.identity import IdentityMap
 from gateway.ops.interceptors import ObservabilityInterceptor
 from gateway.ops.limits import LimitsInterceptor
-from gateway.ops.metrics import GatewayMetrics
+from gateway.ops.metrics import GatewayMetrics, build_info
 from gateway.ops.shared_index import SharedSnapshots
 from gateway.ops.spool import Spool
 from gateway.ops.tls import server_credentials
@@ -66,9 +70,28 @@ class Gateway:
     tasks: list[asyncio.Task[None]]
     metrics: GatewayMetrics | None = None
 
-    async def stop(self, grace_s: float = 5.0) -> None:
-        """Go NOT_SERVING, let in-flight calls finish, then stop everything."""
+    async def stop(
+        self, grace_s: float = 5.0, drain_s: float = 0.0, cut_short: asyncio.Event | None = None
+    ) -> None:
+        """Go NOT_SERVING; keep answering calls for ``drain_s`` (ended early when
+        ``cut_short`` is set); then take no new calls, give in-flight ones
+        ``grace_s`` to finish, and stop everything.
+
+        The drain is for whoever routes traffic here: a load balancer or a
+        Kubernetes probe checks health every few seconds, and only once it has
+        seen NOT_SERVING does it stop sending calls; a server that stopped
+        taking them at once would refuse the calls still routed to it. No
+        drain when no index was ever held: nothing was SERVING to route away
+        from."""
+        # Every service NOT_SERVING, and later set() calls (a swapped index) ignored.
         await self.health.enter_graceful_shutdown()
+        if drain_s > 0 and self.holder.current is not None:
+            log.info(
+                "draining: NOT_SERVING, still answering calls (signal again to stop now)",
+                extra={"drain_s": drain_s, "shutdown_grace_s": grace_s},
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for((cut_short or asyncio.Event()).wait(), drain_s)
         await self.server.stop(grace_s)
         for task in self.tasks:
             task.cancel()
@@ -111,8 +134,11 @@ def build_server(
         ("grpc.max_concurrent_streams", backstop),
         *connection_options(settings),
     ]
-    if settings.workers > 1:  # every worker binds the same port (gateway.ops.workers)
-        options.append(("grpc.so_reuseport", 1))
+    # Port sharing (SO_REUSEPORT) only among this gateway's own workers
+    # (gateway.ops.workers). gRPC turns it on by default, and then a second
+    # gateway started on a busy port binds beside the first and takes a share
+    # of its connections (issue 13); off, the second one's bind fails.
+    options.append(("grpc.so_reuseport", 1 if settings.workers > 1 else 0))
     limits = LimitsInterceptor(
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
         max_open_streams=settings.max_open_streams,
@@ -147,18 +173,69 @@ def build_server(
     add_servicer_to_server(servicer, server)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
     address = f"{settings.host}:{settings.port}"
     credentials = server_credentials(settings)
-    if credentials is None:
-        port = server.add_insecure_port(address)
-    else:
-        port = server.add_secure_port(address, credentials)
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError:  # grpc: "Failed to bind to address ...", without the cause
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+        check_port_free(settings.host, settings.port)  # names the cause when it finds one
+        raise OSError(f"port {settings.port} on {settings.host}: gRPC cannot listen there")
     return server, health_servicer, port
+
+
+# Server reflection v1 (what grpcurl, Postman and grpc-java's
+# ProtoReflectionServiceV1 try first) beside v1alpha (older tools). grpcio-reflection
+# serves only v1alpha (grpc/grpc#38576); v1's messages are v1alpha's under a new
+# package name, field for field, so the one servicer answers both on the wire.
+# Only v1alpha is listed: its descriptors are the ones the servicer can describe.
+REFLECTION_V1_NAME = "grpc.reflection.v1.ServerReflection"
+
+
+def enable_reflection(service_names: tuple[str, ...], server: grpc.aio.Server) -> None:
+    """Serve reflection v1 and v1alpha, listing ``service_names`` and reflection."""
+    servicer = reflection_aio.ReflectionServicer((*service_names, reflection.SERVICE_NAME))
+    handlers = {
+        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+            servicer.ServerReflectionInfo,
+            request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+        )
+    }
+    for name in (REFLECTION_V1_NAME, reflection.SERVICE_NAME):
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+
+
+def check_port_free(host: str, port: int, what: str = "port") -> None:
+    """Raise OSError naming ``what``, the port and the host when nothing can
+    listen on ``host:port``; e.g. "port 50051 on 0.0.0.0 is in use (another
+    gateway?)". gRPC only says "Failed to bind", so a plain socket asks the
+    kernel. Port 0 (any free port) is never busy."""
+    if not port:
+        return
+    bare = host.strip("[]")  # gRPC spells IPv6 addresses [::1]
+    try:
+        addresses = socket.getaddrinfo(
+            bare or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise OSError(f"{what} {port} on {host}: {exc.strerror}") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            # As gRPC and the metrics server do: connections a stopped gateway
+            # left in TIME_WAIT do not make the port busy; a listener does.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise OSError(f"{what} {port} on {host} is in use (another gateway?)") from None
+                raise OSError(f"{what} {port} on {host}: {exc.strerror}") from None
 
 
 # Health checks at once beyond the unary and stream limits before gRPC's own
@@ -231,7 +308,11 @@ async def start_gateway(settings: Settings) -> Gateway:
         },
     )
     metrics = GatewayMetrics(holder, audit=audit)
-    server, health_servicer, port = build_server(settings, holder, audit, metrics)
+    try:
+        server, health_servicer, port = build_server(settings, holder, audit, metrics)
+    except BaseException:  # the port is busy: leave no temporary spool behind
+        await _release(audit, client)
+        raise
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, NOT_SERVING)
     await health_servicer.set(AUDIT_HEALTH_NAME, SERVING)
@@ -266,8 +347,16 @@ async def start_gateway(settings: Settings) -> Gateway:
     metrics.state.follower = follower
     metrics.state.unsigned_allowed = verifier is None
     if settings.metrics_port:
-        metrics_port = metrics.serve(settings.host, settings.metrics_port)
-        log.info("metrics listening", extra={"metrics_port": metrics_port})
+        try:
+            metrics_port = metrics.serve(settings.metrics_host, settings.metrics_port)
+        except OSError:
+            await _release(audit, client)
+            check_port_free(settings.metrics_host, settings.metrics_port, "metrics port")
+            raise
+        log.info(
+            "metrics listening",
+            extra={"metrics_port": metrics_port, "metrics_host": settings.metrics_host},
+        )
     await server.start()
     await health_servicer.set(DATA_HEALTH_NAME, NOT_SERVING)
 
@@ -279,10 +368,19 @@ async def start_gateway(settings: Settings) -> Gateway:
         asyncio.create_task(audit.run()),
         asyncio.create_task(supervised("data health", watch_data)),
     ]
-    log.info("gateway listening", extra={"port": port, "prefix": settings.prefix})
+    log.info(
+        "gateway listening",
+        extra={"port": port, "host": settings.host, "prefix": settings.prefix, **build_info()},
+    )
     return Gateway(
         settings, server, port, holder, health_servicer, follower, audit, client, tasks, metrics
     )
+
+
+async def _release(audit: OverrideAudit, client: aioredis.Redis) -> None:
+    """Undo a start that failed before serving (nothing was audited yet)."""
+    audit.close()
+    await client.aclose()
 
 
 async def watch_data_health(
@@ -338,23 +436,40 @@ async def supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:
         await asyncio.sleep(1.0)
 
 
-async def wait_until_loaded(gateway: Gateway, timeout_s: float | None) -> Index:
-    """Wait for the first index; raise TimeoutError naming the Redis prefix."""
+async def wait_until_loaded(
+    gateway: Gateway, timeout_s: float | None, report_every_s: float = 5.0
+) -> Index:
+    """Wait for the first index. Meanwhile log, after a second and then every
+    ``report_every_s``, why there is none (``SnapshotFollower.waiting_cause``:
+    Redis unreachable, nothing published under the prefix, the current
+    snapshot unusable); after ``timeout_s`` raise TimeoutError naming the
+    prefix, the URL (password masked) and that cause."""
     loop = asyncio.get_running_loop()
     started = loop.time()
-    warned_at = started
+    report_at = started + min(1.0, report_every_s)
+    prefix = gateway.settings.prefix
+    url = masked_url(gateway.settings.redis_url or "")
     while gateway.holder.current is None:
         now = loop.time()
-        if timeout_s is not None and now - started > timeout_s:
-            raise TimeoutError(
-                f"no snapshot published under prefix {gateway.settings.prefix!r} "
-                f"within {timeout_s} s"
-            )
-        if now - warned_at > 30:
-            warned_at = now
+        timed_out = timeout_s is not None and now - started > timeout_s
+        if timed_out or now >= report_at:
+            waiting = await gateway.follower.waiting_cause()
+            if gateway.holder.current is not None:
+                break
+            if timed_out:
+                raise TimeoutError(
+                    f"no snapshot loaded from prefix {prefix!r} at {url} within {timeout_s} s: "
+                    f"{waiting.detail}"
+                )
             log.warning(
-                "still no snapshot: NOT_SERVING until the loader publishes one",
-                extra={"prefix": gateway.settings.prefix},
+                "waiting for a snapshot under prefix %r at %s (%.0f s): %s",
+                prefix,
+                url,
+                now - started,
+                waiting.detail,
+                extra={"prefix": prefix, "redis_url": url, "cause": waiting.cause},
             )
+            report_at = now + report_every_s
         await asyncio.sleep(0.05)
+    assert gateway.holder.current is not None
     return gateway.holder.current

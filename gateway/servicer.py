@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import grpc
 import numpy as np
+from google.protobuf.any_pb2 import Any as AnyMessage
 from google.protobuf.message import DecodeError, Message
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]  # no py.typed
+from grpc_status import rpc_status
 
 from contract import codes
 from contract.days import DAY_NONE, DateError, day_to_yyyymmdd, today_day, yyyymmdd_to_day
@@ -27,6 +30,7 @@ from contract.errors import (
     SignatureError,
     SnapshotError,
     StalePublishError,
+    UnreadableFileError,
 )
 from gateway.claims import ParsedClaim, parse_claim
 from gateway.decide import (
@@ -67,6 +71,7 @@ STATUS_FOR_ERROR: tuple[tuple[type[EligibilityError], grpc.StatusCode], ...] = (
     (BuildError, grpc.StatusCode.INTERNAL),
     (StalePublishError, grpc.StatusCode.FAILED_PRECONDITION),
     (ChangeNotPublishedError, grpc.StatusCode.FAILED_PRECONDITION),
+    (UnreadableFileError, grpc.StatusCode.FAILED_PRECONDITION),
     (LoadError, grpc.StatusCode.FAILED_PRECONDITION),
     (EligibilityError, grpc.StatusCode.INTERNAL),
 )
@@ -77,6 +82,31 @@ def status_for(exc: EligibilityError) -> grpc.StatusCode:
         if isinstance(exc, cls):
             return code
     return grpc.StatusCode.INTERNAL
+
+
+def rpc_status_for(exc: EligibilityError, message: str) -> grpc.Status:
+    """The status a client gets for ``exc``: the code from ``STATUS_FOR_ERROR``,
+    ``message`` as the text, and for a bad field a ``google.rpc.BadRequest``
+    field violation in the details (the ``grpc-status-details-bin`` trailer of
+    the richer error model, https://grpc.io/docs/guides/error/), so a client
+    reads the field without parsing the text."""
+    code = status_for(exc)
+    status = status_pb2.Status(code=code.value[0], message=message)
+    if isinstance(exc, InvalidRequestError):
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=exc.field, description=exc.reason
+        )
+        detail = AnyMessage()
+        detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+        status.details.append(detail)
+    return rpc_status.to_status(status)
+
+
+async def abort(context: Context, exc: EligibilityError, message: str | None = None) -> NoReturn:
+    """End the call with the status for ``exc`` (text: ``message`` or ``str(exc)``)."""
+    status = rpc_status_for(exc, str(exc) if message is None else message)
+    await context.abort_with_status(status)  # type: ignore[attr-defined]  # not in the stubs
+    raise AssertionError("unreachable: abort_with_status raises")
 
 
 class OverrideCommit(Protocol):
@@ -232,8 +262,7 @@ class EligibilityServicer(pb_grpc.EligibilityGatewayServicer):
             self._may_claim(self._client(context), request)
             response, commit = self.decide_claim(request)
         except EligibilityError as exc:
-            await context.abort(status_for(exc), str(exc))
-            raise  # unreachable: abort raises
+            await abort(context, exc)
         if commit is not None:
             # Cancelled or past its deadline before the answer went out: say so.
             # (the stubs type the callback as a class, not a function)
@@ -251,18 +280,14 @@ class EligibilityServicer(pb_grpc.EligibilityGatewayServicer):
         try:
             client = self._client(context)
         except EligibilityError as exc:
-            await context.abort(status_for(exc), str(exc))
-            raise
+            await abort(context, exc)
         async for request in request_iterator:
             try:
                 self._may_claim(client, request)
                 response, commit = self.decide_claim(request)
             except EligibilityError as exc:
                 claim_id = "" if isinstance(request, UndecodableRequest) else request.claim_id[:64]
-                await context.abort(
-                    status_for(exc), f"request {position} (claim_id {claim_id!r}): {exc}"
-                )
-                raise
+                await abort(context, exc, f"request {position} (claim_id {claim_id!r}): {exc}")
             try:
                 # Resumed only once gRPC has sent the answer (it asks for the next).
                 yield await audited(response, commit)
@@ -291,8 +316,7 @@ class EligibilityServicer(pb_grpc.EligibilityGatewayServicer):
                 )
             return response
         except EligibilityError as exc:
-            await context.abort(status_for(exc), str(exc))
-            raise
+            await abort(context, exc)
 
     def _index(self) -> Index:
         index = self.holder.current

@@ -27,6 +27,10 @@ class Settings:
     max_message_bytes: int = 4 * 1024 * 1024
     # How often to look for a new snapshot when no notification arrives.
     poll_interval_s: float = 1.0
+    # Give up (exit 1, naming the cause) when no snapshot is loaded within this
+    # time; None = wait, NOT_SERVING, for as long as it takes (the embedded
+    # default waits 60 s).
+    load_timeout_s: float | None = None
     # Directory where the last loaded index is saved, to start from it when
     # Redis is down at start (gateway.ops.disk_cache); None = no disk cache.
     snapshot_cache_dir: str | None = None
@@ -49,8 +53,10 @@ class Settings:
     # follower has confirmed nothing with Redis for this long.
     max_data_age_s: float = 300.0
     # Operations (gateway.ops.metrics, gateway.ops.tls, graceful shutdown).
-    # Prometheus /metrics on this HTTP port (on `host`); None or 0 = off.
+    # Prometheus /metrics on this HTTP port; None or 0 = off. On loopback
+    # unless asked: the metrics tell anyone who can read them the traffic mix.
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     # TLS on the gRPC port: certificate chain and private key (PEM files);
     # with a client CA, clients must present a certificate it signed (mTLS).
     tls_cert_file: str | None = None
@@ -80,7 +86,10 @@ class Settings:
     max_connection_idle_s: float = 300.0
     max_connection_age_s: float = 3600.0
     max_connection_age_grace_s: float = 300.0
-    # On SIGTERM: NOT_SERVING at once, then in-flight calls get this long to finish.
+    # On SIGTERM: NOT_SERVING at once, calls still answered for drain_s (probes
+    # and load balancers see NOT_SERVING and move traffic away), then the
+    # server stops taking calls and in-flight ones get shutdown_grace_s to finish.
+    drain_s: float = 5.0
     shutdown_grace_s: float = 10.0
     # Worker processes serving the one port (gateway.ops.workers; SO_REUSEPORT).
     workers: int = 1
@@ -112,6 +121,8 @@ class Settings:
             raise ValueError(f"max_message_bytes: {self.max_message_bytes} is too small")
         if self.poll_interval_s <= 0:
             raise ValueError(f"poll_interval_s: {self.poll_interval_s} must be > 0")
+        if self.load_timeout_s is not None and self.load_timeout_s <= 0:
+            raise ValueError(f"load_timeout_s: {self.load_timeout_s} must be > 0")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"metrics_port: {self.metrics_port} is not a TCP port")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
@@ -153,6 +164,8 @@ class Settings:
             )
         if self.workers < 1:
             raise ValueError(f"workers: {self.workers} must be >= 1")
+        if self.drain_s < 0:
+            raise ValueError(f"drain_s: {self.drain_s} must be >= 0")
         if self.shutdown_grace_s < 0:
             raise ValueError(f"shutdown_grace_s: {self.shutdown_grace_s} must be >= 0")
         return self

@@ -28,7 +28,8 @@ Exit codes: 0 done; 1 not published (Redis unreachable, a newer snapshot
 already current) or, for ``status``, nothing published yet; 2 a bad input
 record or bad usage; nothing is published in either failure case.
 ``explain`` exits 2 whenever its explanation reports an error (a registry
-record inside a re-registration bar: a load would refuse it).
+record inside a re-registration bar: a load would refuse it), and 1 for a
+practitioner not in the registry (the gateway answers NOT_REGISTERED).
 
 This module only parses arguments, prints and maps errors to exit codes; the
 work is ``loader.pipeline``'s (and ``loader.sample``'s for ``sample``).
@@ -46,7 +47,7 @@ from typing import Any
 
 import redis
 
-from contract.codes import decode_practitioner
+from contract.codes import decode_practitioner, encode_practitioner
 from contract.errors import (
     ChangeNotPublishedError,
     InvalidCodeError,
@@ -56,11 +57,13 @@ from contract.errors import (
 )
 from contract.signing import Signer, generate_keypair
 from contract.snapshot import ARRAY_DTYPES
+from contract.version import version_line
 from loader import pipeline
 from loader.changes import DEFAULT_STREAM_MAX_ENTRIES
 from loader.pipeline import DEFAULT_POLICY
 from loader.policy import available_policies
 from loader.publish import ANY_VERSION
+from loader.registry import read_registry
 from loader.sample import (
     DEFAULT_PRACTITIONERS,
     DEFAULT_SEED,
@@ -76,6 +79,7 @@ DEFAULT_PREFIX = "elig"
 
 EXIT_OK = 0
 EXIT_NOT_PUBLISHED = 1
+EXIT_NOT_REGISTERED = 1  # explain: no such practitioner in the registry
 EXIT_BAD_INPUT = 2
 
 
@@ -154,6 +158,20 @@ def _cmd_load(args: argparse.Namespace) -> int:
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     try:
+        key = encode_practitioner(args.practitioner_code)
+    except InvalidCodeError as exc:
+        raise _UsageError(str(exc)) from exc
+    # Not in the registry: the gateway answers NOT_REGISTERED whatever the
+    # ledger says, so a replay ("ACTIVE throughout") would mislead. This reads
+    # the registry once more than pipeline.explain does; explain is for one person.
+    registry = read_registry(args.registry, file_format=args.format)
+    if not (registry.practitioner == key).any():
+        print(
+            f"{decode_practitioner(key)} is not registered in {args.registry}: the gateway "
+            "answers NOT_REGISTERED for their claim lines (no status to explain)"
+        )
+        return EXIT_NOT_REGISTERED
+    try:
         explanation = pipeline.explain(
             args.registry, args.ledger, args.policy, args.practitioner_code, args.format
         )
@@ -182,6 +200,15 @@ def _cmd_change(args: argparse.Namespace) -> int:
     """Publish the complete new records of the practitioners in the files (loader.changes)."""
     if args.status is None and args.ledger is None:
         raise _UsageError("give --status, --ledger or both (an empty file: no sanctions)")
+    signer = None
+    if not args.dry_run:
+        signer = _signer(args)
+        # As load does: Redis unreachable, or no snapshot to change, is said
+        # before the files are parsed.
+        if pipeline.read_current(_redis_url(args.redis_url), args.prefix) is None:
+            raise ChangeNotPublishedError(
+                f"no snapshot is published under prefix {args.prefix!r}: load one first"
+            )
     built = _read_and_build(args)
     prac_codes = built.arrays["prac_codes"]
     names = [decode_practitioner(int(key)) for key in prac_codes[:10]]
@@ -193,7 +220,6 @@ def _cmd_change(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("dry run: nothing published")
         return EXIT_OK
-    signer = _signer(args)
     _warn_if_unsigned(signer)
     result = pipeline.change(
         built,
@@ -244,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate registry and status files, build a snapshot, publish it to Redis.",
         epilog="exit codes: 0 done, 1 not published / nothing published, 2 bad input or usage",
     )
+    parser.add_argument("--version", action="version", version=version_line())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def signing_option(sub: argparse.ArgumentParser) -> None:

@@ -56,7 +56,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 
-from contract.errors import LoadError
+from contract.errors import LoadError, UnreadableFileError
 
 FileFormat = Literal["csv", "jsonl"]
 Lines = npt.NDArray[np.int64]
@@ -138,7 +138,7 @@ def read_table(
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise LoadError(str(path), 0, "", f"cannot read: {exc.strerror or exc}") from exc
+        raise UnreadableFileError(str(path), exc.strerror or str(exc)) from exc
     return parse_table(data, str(path), required, optional, file_format=fmt)
 
 
@@ -215,6 +215,14 @@ def _csv_header(raw: bytes, file: str) -> list[str]:
         text = text[:-1]
     if not text.strip():
         raise LoadError(file, 1, "", "line 1 must be the header row (column names)")
+    if text.lstrip().startswith("{"):  # a JSON Lines file named .csv
+        raise LoadError(
+            file,
+            1,
+            "",
+            "malformed CSV: line 1 is a JSON object, not a header row; for a JSON Lines "
+            "file give --format jsonl (or name it .jsonl)",
+        )
     names = [name.strip() for name in _csv_fields(text, file, 1)]
     for i, name in enumerate(names):
         if name in names[:i]:

@@ -34,6 +34,8 @@ class GatewayProcess:
             "--poll-interval-s", "0.2",
             # The tests publish unsigned data unless they are about signatures.
             *([] if "--trusted-keys" in extra_args else ["--allow-unsigned"]),
+            # No drain window on stop unless a test is about it (5 s each otherwise).
+            *([] if "--drain-s" in extra_args else ["--drain-s", "0"]),
             *extra_args,
         ]  # fmt: skip
         self.proc: subprocess.Popen[str] | None = None

@@ -328,3 +328,53 @@ def test_prac_codes_are_sorted_in_published_snapshot(
     assert snapshot is not None
     codes = snapshot[1]["prac_codes"]
     assert np.all(codes[1:] > codes[:-1])
+
+
+LEDGER = (
+    "event_id,practitioner_code,institution_code,kind,points,effective_on,"
+    "suspension_months,reference\n"
+    "E1,D110105000001,H11010500001,SCORE,6,2025-03-10,,\n"
+)
+
+
+def explain(tmp_path: Path, code: str) -> int:
+    registry = write(tmp_path / "registry.csv", REGISTRY_HEADER, REGISTRY)
+    (tmp_path / "ledger.csv").write_text(LEDGER)
+    argv = ["--registry", str(registry), "--ledger", str(tmp_path / "ledger.csv"), code]
+    return main(["explain", *argv])
+
+
+def test_explain_of_a_practitioner_not_in_the_registry_says_so_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert explain(tmp_path, "D110105999999") == 1
+    out = capsys.readouterr().out
+    assert "D110105999999 is not registered in" in out
+    assert "NOT_REGISTERED" in out
+    assert "ACTIVE" not in out
+    # A registered one with no events is ACTIVE throughout, as before.
+    assert explain(tmp_path, "D110105000002") == 0
+    assert "ACTIVE throughout" in capsys.readouterr().out
+
+
+def test_change_reports_an_unreachable_redis_before_reading_the_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The files are missing: read first, they would exit 2 naming them.
+    argv = ["--registry", str(tmp_path / "absent.csv"), "--status", str(tmp_path / "none.csv")]
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    assert main(["change", *argv, "--redis-url", url, "--prefix", "elig-test"]) == 1
+    err = capsys.readouterr().err
+    assert "Redis" in err and "absent.csv" not in err
+    # --dry-run needs no Redis: it reads the files, and says they are missing.
+    assert main(["change", *argv, "--dry-run", "--redis-url", url]) == 2
+    assert f"cannot read {tmp_path / 'absent.csv'}" in capsys.readouterr().err
+
+
+def test_change_with_nothing_published_says_so_before_reading_the_files(
+    tmp_path: Path, redis_url: str, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--registry", str(tmp_path / "absent.csv"), "--status", str(tmp_path / "none.csv")]
+    assert main(["change", *argv, "--redis-url", redis_url, "--prefix", prefix]) == 1
+    err = capsys.readouterr().err
+    assert f"no snapshot is published under prefix {prefix!r}" in err

@@ -3,6 +3,8 @@ scraped over HTTP after real gRPC calls; plus the numpy counters on their own.""
 
 from __future__ import annotations
 
+import asyncio
+import platform
 import queue
 import threading
 import time
@@ -12,12 +14,16 @@ import grpc
 import numpy as np
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from contract.changes import index_version
 from contract.domain import Decision, Reason
 from contract.snapshot import Keys
+from contract.version import package_version
 from gateway.decide import Decisions
-from gateway.ops.metrics import LINES_BUCKETS, ClaimMetrics
+from gateway.feed import CHANGE_LAG_WINDOW_S, SnapshotFollower
+from gateway.index import IndexHolder
+from gateway.ops.metrics import LINES_BUCKETS, ClaimMetrics, GatewayMetrics
 from gateway.ops.redis_process import free_port
 from loader.changes import publish_change
 from proto.eligibility.v1 import eligibility_pb2 as pb
@@ -133,6 +139,8 @@ def test_metrics_count_what_the_calls_decided(gateway: tuple[GatewayProcess, int
     assert value(samples, "eligibility_override_audit_pending") == 0
     assert value(samples, "eligibility_override_audit_dropped_total") == 0
     assert value(samples, "process_resident_memory_bytes") is not None
+    build = {"version": package_version(), "python": platform.python_version()}
+    assert value(samples, "eligibility_build_info", grpc=grpc.__version__, **build) == 1
 
 
 def test_an_open_stream_is_in_flight_and_its_messages_are_counted(
@@ -277,3 +285,61 @@ def test_claim_metrics_count_pairs_amounts_and_sizes_with_numpy() -> None:
     assert sample("eligibility_claim_lines_bucket", **pharmacy, le=top) == 0
     assert sample("eligibility_claim_lines_bucket", **pharmacy, le="+Inf") == 1
     assert sample("eligibility_claim_lines_bucket", **hospital, le="5.0") == 1
+
+
+def test_no_created_series_beside_counters_and_histograms(
+    gateway: tuple[GatewayProcess, int, int],
+) -> None:
+    _, port, _ = gateway
+    samples = scrape(port)
+    assert value(samples, "eligibility_rpcs_total", service=SERVICE, method="CheckClaim", code="OK")
+    assert sorted({name for name, _ in samples if name.endswith("_created")}) == []
+
+
+def _collected(metrics: GatewayMetrics) -> dict[str, float]:
+    return {s.name: s.value for f in metrics.registry.collect() for s in f.samples if not s.labels}
+
+
+def test_changes_taken_in_by_a_reload_are_counted_and_the_lag_ages_out(
+    redis_url: str, prefix: str
+) -> None:
+    """A change the stream did not bring (trimmed, or published while the
+    follower was away) arrives by a reload: counted in changes_applied, its
+    lag measured from its stream entry; the lag gauge reads 0 once the last
+    change is older than CHANGE_LAG_WINDOW_S (issue 13)."""
+    keys = Keys(prefix)
+    publish(redis_url, prefix)
+
+    async def body() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            holder = IndexHolder()
+            follower = SnapshotFollower(client, keys, holder)
+            metrics = GatewayMetrics(holder, follower=follower)
+            assert await follower.refresh()  # the first load: its changes are the start
+            assert (follower.changes_applied, follower.change_lag_seconds) == (0, None)
+            assert "eligibility_change_feed_lag_seconds" not in _collected(metrics)
+
+            sync = redis.Redis.from_url(redis_url)
+            try:  # two changes while the follower is not reading the stream
+                for code in (OTHER_SUSPENDED, SUSPENDED):
+                    change = build_arrays([Person(code, [(OTHER_HOSPITAL, SINCE, None)])])
+                    publish_change(sync, keys, change)
+            finally:
+                sync.close()
+            assert await follower.refresh()  # the reload takes both in
+            assert follower.changes_applied == 2
+            lag = follower.change_lag_seconds
+            assert lag is not None and 0 <= lag < 30
+            samples = _collected(metrics)
+            assert samples["eligibility_change_feed_changes_applied_total"] == 2
+            assert samples["eligibility_change_feed_lag_seconds"] == pytest.approx(lag, abs=1)
+
+            assert follower.last_change_at is not None
+            follower.last_change_at -= CHANGE_LAG_WINDOW_S + 1  # as a minute later
+            assert follower.change_lag_seconds == 0.0
+            assert _collected(metrics)["eligibility_change_feed_lag_seconds"] == 0.0
+        finally:
+            await client.aclose()
+
+    asyncio.run(body())

@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from tests.gateway_process import ROOT
 from tests.ops_data import ACTIVE, PEOPLE, SUSPENDED, hospital_claim, line
 
 PROMETHEUS = ROOT / "ops" / "prometheus"
+RUNBOOKS = ROOT / "ops" / "runbooks"
 DASHBOARD = ROOT / "ops" / "grafana" / "eligibility-gateway.json"
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
@@ -59,7 +61,7 @@ def exported_names() -> set[str]:
     keys = Keys("configs")
     audit = OverrideAudit(client, keys.overrides)
     follower = SnapshotFollower(client, keys, holder)
-    follower.change_lag_seconds = 0.01  # as after one change from the feed
+    follower.last_change_lag_s, follower.last_change_at = 0.01, time.time()  # one change
     metrics = GatewayMetrics(holder, follower=follower, audit=audit)
     assert holder.current is not None
     metrics.index_swapped(holder.current)
@@ -120,3 +122,33 @@ def test_ops_files_are_where_the_readme_says() -> None:
     for path in (DASHBOARD, PROMETHEUS / "prometheus.yml", PROMETHEUS / "alerts.yml"):
         assert Path(path).is_file()
         assert str(path.relative_to(ROOT)) in readme, path
+
+
+def alert_rules() -> dict[str, str]:
+    """Each alert of alerts.yml and the text of its rule (no YAML library here:
+    a rule is the lines from its ``- alert:`` to the next)."""
+    text = (PROMETHEUS / "alerts.yml").read_text()
+    parts = re.split(r"^\s+- alert: (\w+)\n", text, flags=re.MULTILINE)[1:]
+    return dict(zip(parts[::2], parts[1::2], strict=True))
+
+
+def test_every_alert_links_its_runbook_and_every_runbook_has_an_alert() -> None:
+    alerts = alert_rules()
+    assert len(alerts) == (PROMETHEUS / "alerts.yml").read_text().count("- alert:")
+    for name, rule in alerts.items():
+        # Relative to the repository root (ops/runbooks/README.md says how to make it a link).
+        urls = re.findall(r"^\s+runbook_url: (\S+)$", rule, flags=re.MULTILINE)
+        assert urls == [f"ops/runbooks/{name}.md"], name
+        text = (ROOT / urls[0]).read_text()
+        assert text.startswith(f"# {name}\n"), name
+        for section in ("**What it means.**", "**What to check.**", "**What to do.**"):
+            assert section in text, (name, section)
+    runbooks = {path.stem for path in RUNBOOKS.glob("*.md")} - {"README"}
+    assert runbooks == set(alerts)
+
+
+def test_there_is_an_alert_on_the_snapshot_age() -> None:
+    assert "expr: eligibility_index_age_seconds >" in alert_rules()["EligibilitySnapshotOld"]
+    tests = (PROMETHEUS / "alerts_test.yml").read_text()
+    for name in ("EligibilitySnapshotOld", "EligibilityChangeFeedLagging"):
+        assert f"alertname: {name}" in tests, name

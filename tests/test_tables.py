@@ -226,6 +226,23 @@ def test_read_table_by_extension(tmp_path: Path) -> None:
         read_table(tmp_path / "absent.csv", ["a"])
 
 
+def test_a_missing_file_says_cannot_read_it_without_a_line_or_field(tmp_path: Path) -> None:
+    path = tmp_path / "nope.csv"
+    with pytest.raises(LoadError) as info:
+        read_table(path, ["a"])
+    assert str(info.value) == f"cannot read {path}: No such file or directory"
+    assert (info.value.file, info.value.line) == (str(path), 0)
+
+
+def test_a_jsonl_file_named_csv_gets_the_hint_to_say_jsonl(tmp_path: Path) -> None:
+    path = tmp_path / "registry.csv"
+    path.write_text('{"a": "1", "b": "2"}\n{"a": "3", "b": "4"}\n')
+    with pytest.raises(LoadError, match=r"malformed CSV.*--format jsonl") as info:
+        read_table(path, ["a", "b"])
+    assert info.value.line == 1
+    assert len(read_table(path, ["a", "b"], file_format="jsonl")) == 2  # as the hint says
+
+
 def test_explicit_format_overrides_extension(tmp_path: Path) -> None:
     path = tmp_path / "r.txt"
     path.write_text('{"a": "1", "b": "2"}\n')

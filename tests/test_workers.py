@@ -100,6 +100,30 @@ def test_a_worker_that_dies_is_replaced(redis_url: str, tmp_path: Path) -> None:
     assert gateway.proc is None
 
 
+def test_no_second_gateway_joins_the_workers_on_their_port(redis_url: str, tmp_path: Path) -> None:
+    """The workers share the port among themselves (SO_REUSEPORT) and with no
+    one else: a second gateway, alone or with workers of its own, exits 1
+    naming the port, and the first keeps every connection."""
+    prefix = "workers-alone"
+    publish_sample(redis_url, prefix, tmp_path)
+    with GatewayProcess(redis_url, prefix, "--workers", "2", "--drain-s", "0") as gateway:
+        for workers in ("1", "2"):
+            second = subprocess.run(
+                [sys.executable, "-m", "gateway", "--redis-url", redis_url, "--prefix", prefix,
+                 "--allow-unsigned", "--host", "127.0.0.1", "--port", str(gateway.port),
+                 "--workers", workers],
+                cwd=ROOT, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert second.returncode == 1, second.stderr
+            assert f"port {gateway.port} on 127.0.0.1 is in use (another gateway?)" in second.stderr
+        with grpc.insecure_channel(gateway.address) as channel:
+            response = pb_grpc.EligibilityGatewayStub(channel).CheckClaim(
+                hospital_claim("W-alone", line("D110105000001"), service_date=DATE), timeout=10
+            )
+        assert response.lines[0].decision == pb.DECISION_PAY
+        assert not any(e.get("msg") == "worker died; replaced" for e in _events(gateway))
+
+
 def test_workers_need_a_redis_url() -> None:
     env = {k: v for k, v in os.environ.items() if k != "ELIG_REDIS_URL"}
     done = subprocess.run(

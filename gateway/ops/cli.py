@@ -50,6 +50,7 @@ from contract.days import CST, date_to_day, today_cst
 from contract.errors import SnapshotError
 from contract.reads import read_decided
 from contract.snapshot import Keys
+from contract.version import version_line
 from gateway.ops.audit import (
     OverrideRecord,
     read_overrides,
@@ -286,6 +287,7 @@ def build_parser(defaults: Settings) -> argparse.ArgumentParser:
         description="Review emergency overrides and sanctioned staff (reads Redis).",
         epilog="exit codes: 0 done, 1 nothing published, 2 bad usage or Redis unreachable",
     )
+    parser.add_argument("--version", action="version", version=version_line())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(sub: argparse.ArgumentParser) -> None:

@@ -1,4 +1,5 @@
-"""Prometheus metrics, served on their own HTTP port (``--metrics-port``).
+"""Prometheus metrics, served on their own HTTP port (``--metrics-port``), on
+127.0.0.1 unless ``--metrics-host`` says otherwise.
 
 Every label takes a value from a small closed set (RPC method names the
 server registered, gRPC status codes, the Decision / Reason / channel enums):
@@ -23,12 +24,14 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import itertools
+import platform
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence, Sized
 from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
+import grpc
 import numpy as np
 import numpy.typing as npt
 from prometheus_client import (
@@ -39,6 +42,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     start_http_server,
 )
 from prometheus_client.core import (
@@ -50,6 +54,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from contract.domain import Decision, Reason
+from contract.version import package_version
 from gateway.decide import Decisions
 from gateway.index import Index, IndexHolder
 
@@ -197,7 +202,8 @@ class FollowerState(Protocol):
     the type check instead of silently dropping a metric.
 
     ``change_lag_seconds`` is publication to enforcement of the last change
-    applied (None before the first); ``source`` is "none", "redis" or
+    applied (None before the first; 0 once it is older than
+    ``gateway.feed.CHANGE_LAG_WINDOW_S``); ``source`` is "none", "redis" or
     "disk-cache".
     """
 
@@ -248,6 +254,16 @@ class AuditState(Protocol):
     def refused(self) -> int: ...
 
 
+def build_info() -> dict[str, str]:
+    """What this gateway runs: its version and Python's and gRPC's, the labels
+    of ``eligibility_build_info`` and fields of the start-up log line."""
+    return {
+        "version": package_version(),
+        "python": platform.python_version(),
+        "grpc": grpc.__version__,
+    }
+
+
 class StateCollector(Collector):
     """Index, follower and audit state, read when Prometheus scrapes."""
 
@@ -277,6 +293,16 @@ class StateCollector(Collector):
             self._loaded_snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
+        # The usual *_build_info pattern: constant 1, the facts in labels, so
+        # that a dashboard or an alert can join on the version.
+        info = build_info()
+        build = GaugeMetricFamily(
+            f"{NAMESPACE}_build_info",
+            "1, labelled with this gateway's version and its Python and gRPC versions.",
+            labels=tuple(info),
+        )
+        build.add_metric(tuple(info.values()), 1)
+        yield build
         yield GaugeMetricFamily(
             f"{NAMESPACE}_unsigned_data_allowed",
             "1 if started with --allow-unsigned: published data is not verified.",
@@ -355,14 +381,16 @@ class StateCollector(Collector):
         if lag is not None:
             yield GaugeMetricFamily(
                 f"{NAMESPACE}_change_feed_lag_seconds",
-                "Publication-to-enforcement delay of the last change applied from the feed.",
+                "Publication-to-enforcement delay of the last change applied (from the feed "
+                "or taken in by a reload), for 60 s after it was applied; then 0.",
                 value=float(lag),
             )
         for name, count, help_text in (
             (
                 "changes_applied",
                 follower.changes_applied,
-                "Single-practitioner changes applied from the change feed.",
+                "Single-practitioner changes applied, from the change feed or taken in by a "
+                "reload.",
             ),
             (
                 "reloads",
@@ -489,6 +517,10 @@ class GatewayMetrics:
         follower: FollowerState | None = None,
         audit: AuditState | None = None,
     ) -> None:
+        # No *_created series beside every counter and histogram: Prometheus
+        # does not use them, and they doubled the series count (issue 13).
+        # A switch of prometheus_client's for the whole process.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         self.claims = ClaimMetrics()
         self.state = StateCollector(holder, follower, audit, self.claims)

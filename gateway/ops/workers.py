@@ -6,7 +6,12 @@ channel exists, as grpc's own multiprocessing example does
 (grpc/grpc ``examples/python/multiprocessing/server.py``): gRPC's core is
 not fork-safe once started. Every worker binds the same port with
 ``SO_REUSEPORT`` (the ``grpc.so_reuseport`` channel option) and the kernel
-spreads incoming connections over them. Each worker is a whole gateway (its
+spreads incoming connections over them. Only they share it: a single
+gateway binds without ``SO_REUSEPORT`` (``gateway.server.build_server``),
+and the parent checks that the port, and every worker's metrics port, is
+free before it forks, so a second gateway started on the port (with or
+without ``--workers``) exits with "port P on H is in use" instead of taking
+a share of the connections. Each worker is a whole gateway (its
 own Redis follower, overlay, audit and health), so one worker dying does not
 take the port down; the snapshot arrays themselves are shared through
 ``gateway.ops.shared_index`` (files on ``/dev/shm`` mapped by every worker), so
@@ -30,7 +35,9 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from contract.version import package_version
 from gateway.ops.redis_process import free_port
+from gateway.server import check_port_free
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,6 +54,17 @@ def worker_settings(settings: Settings, index: int, port: int, shared_dir: str) 
     )
 
 
+def check_ports_free(settings: Settings, port: int) -> None:
+    """Raise OSError naming the port when the gRPC port or a worker's metrics
+    port is taken. Workers bind with SO_REUSEPORT, which would let them join
+    another gateway's workers on the port: this check, without it, does not."""
+    check_port_free(settings.host, port)
+    for index in range(settings.workers):
+        metrics_port = worker_settings(settings, index, port, "").metrics_port
+        if metrics_port:
+            check_port_free(settings.metrics_host, metrics_port, "metrics port")
+
+
 # A worker that dies is replaced (its port share and its core come back); one
 # that keeps dying is not, so a crash loop cannot hide behind restarts.
 MAX_RESTARTS_PER_MINUTE = 5
@@ -57,6 +75,11 @@ def run_workers(settings: Settings, serve: Callable[[Settings], int]) -> int:
     and replace a worker that dies until SIGINT/SIGTERM stops them all."""
     # Port 0 would give each worker a different free port: pick one for all.
     port = settings.port or free_port()
+    try:
+        check_ports_free(settings, port)
+    except OSError as exc:
+        log.error("gateway stopped", extra={"error": str(exc)})
+        return 1
     shared_dir = tempfile.mkdtemp(
         prefix=f"elig-{settings.prefix}-", dir=SHM if SHM.is_dir() else None
     )
@@ -81,7 +104,12 @@ def run_workers(settings: Settings, serve: Callable[[Settings], int]) -> int:
             spawn(index)
         log.info(
             "workers started",
-            extra={"workers": settings.workers, "port": port, "pids": list(workers)},
+            extra={
+                "workers": settings.workers,
+                "port": port,
+                "pids": list(workers),
+                "version": package_version(),
+            },
         )
 
         def forward(signum: int, frame: FrameType | None) -> None:
