@@ -4,8 +4,10 @@ loader (which writes) and every gateway (which reads).
 A snapshot is a set of flat little-endian numpy arrays, published under a
 version number that only goes up::
 
+    {prefix}:epoch                             the dataset's identity (SET NX once)
     {prefix}:snapshot:seq                      INCR -> the next version
-    {prefix}:snapshot:{v}:manifest             JSON: format, arrays, counts, meta
+    {prefix}:snapshot:{v}:manifest             JSON: format, epoch, arrays (length,
+                                               chunks, sha256), meta, signature
     {prefix}:snapshot:{v}:{array}:{chunk}      raw bytes, <= CHUNK_BYTES each
     {prefix}:snapshot:current                  the published version (the flip)
     {prefix}:snapshot:{v}:overlay              hash: changes on top of v, merged
@@ -13,7 +15,8 @@ version number that only goes up::
 
 Live changes (``contract.changes``, written by ``loader.changes``): each change
 to a few practitioners is one ``{prefix}:changes`` entry ``kind=change,
-base=v, seq=n, a:{array}=...`` (their complete records, in the arrays below)
+base=v, seq=n, epoch, key_id, sig, a:{array}=...`` (their complete records,
+in the arrays below, signed)
 and, in the same atomic step, the merged overlay of all of v's changes in the
 hash ``snapshot:{v}:overlay`` (fields ``seq``, ``id`` = the entry, and the
 arrays). The flip of a snapshot appends ``kind=snapshot, version=v`` and
@@ -21,6 +24,10 @@ creates that hash with ``seq`` 0 and ``id`` = the marker: the stream position
 the snapshot starts from. Changes apply only on top of their own ``base``; a
 new snapshot supersedes them. Only the overlay hash of a version changes
 after it is written.
+
+Trust (``contract.signing``): the manifest's signature covers every array
+through its SHA-256; readers verify it, the digests and the invariants of
+``validate_arrays`` before they use a snapshot (``contract.reads``).
 
 A version's keys are written first and never change afterwards; the single
 ``SET current`` that publishes it is what makes publication atomic: a gateway

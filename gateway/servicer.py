@@ -103,9 +103,15 @@ def rpc_status_for(exc: EligibilityError, message: str) -> grpc.Status:
 
 
 async def abort(context: Context, exc: EligibilityError, message: str | None = None) -> NoReturn:
-    """End the call with the status for ``exc`` (text: ``message`` or ``str(exc)``)."""
+    """End the call with the status for ``exc`` (text: ``message`` or ``str(exc)``),
+    keeping the trailing metadata already set (the request id)."""
     status = rpc_status_for(exc, str(exc) if message is None else message)
-    await context.abort_with_status(status)  # type: ignore[attr-defined]  # not in the stubs
+    kept = tuple(context.trailing_metadata() or ())  # type: ignore[attr-defined]  # not in the stubs
+    await context.abort(
+        status.code,  # type: ignore[attr-defined]
+        status.details,  # type: ignore[attr-defined]
+        (*kept, *status.trailing_metadata),  # type: ignore[attr-defined]
+    )
     raise AssertionError("unreachable: abort_with_status raises")
 
 
