@@ -43,5 +43,25 @@ test: setup
 bench-micro: setup
 	$(PY) -m pytest bench/test_micro.py
 
+# The compiled reference of `python -m bench.throughput --cpp`: a C++ gRPC
+# server on the same proto (bench/cpp_server/, built into its build/).
+# Installs the Debian packages libgrpc++-dev and protobuf-compiler-grpc when
+# they are missing, as `setup` installs redis-server.
+.PHONY: bench-cpp
+bench-cpp:
+	@{ command -v protoc && command -v grpc_cpp_plugin && command -v g++ && command -v pkg-config \
+	   && pkg-config --exists grpc++ protobuf; } >/dev/null 2>&1 || { \
+	  echo "installing libgrpc++-dev protobuf-compiler-grpc g++ pkg-config (Debian packages)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  { $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      libgrpc++-dev protobuf-compiler-grpc g++ pkg-config >/dev/null; } || { \
+	    echo "bench-cpp: cannot install them; missing:" \
+	      $$(command -v protoc >/dev/null || echo protoc) \
+	      $$(command -v grpc_cpp_plugin >/dev/null || echo grpc_cpp_plugin) \
+	      $$(command -v g++ >/dev/null || echo g++) \
+	      $$(pkg-config --exists grpc++ protobuf 2>/dev/null || echo 'grpc++/protobuf headers') \
+	      "(apt-get install libgrpc++-dev protobuf-compiler-grpc g++ pkg-config)" >&2; exit 1; }; }
+	$(MAKE) -C bench/cpp_server
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
