@@ -129,7 +129,7 @@ def test_the_load_timeout_comes_from_elig_load_timeout_s_too(
         ("rediss://app:p%40ss@db.example:6380/2", "rediss://app:***@db.example:6380/2"),
         ("redis://app@db:6379/0", "redis://app@db:6379/0"),
         ("unix:///run/redis.sock?db=0&password=pw", "unix:///run/redis.sock?db=0&password=***"),
-        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://127.0.0.1:7001/0", "redis://127.0.0.1:7001/0"),
     ],
 )
 def test_masked_url_hides_the_password_only(url: str, shown: str) -> None:
