@@ -118,7 +118,7 @@ async def load_snapshot(
     # snapshot's age from publication, not from when this gateway loaded it.
     manifest = snapshot.manifest
     meta = {**manifest.meta, "created_at": manifest.created_at, "epoch": manifest.epoch}
-    return StatusIndex(arrays, version, meta)
+    return StatusIndex(arrays, version, meta, validated=True)
 
 
 async def load_overlay(

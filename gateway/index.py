@@ -98,8 +98,19 @@ def _search(
 class StatusIndex:
     """Read-only lookups over one published snapshot."""
 
-    def __init__(self, arrays: Arrays, version: int, meta: dict[str, Any] | None = None) -> None:
-        validate_arrays(arrays)
+    def __init__(
+        self,
+        arrays: Arrays,
+        version: int,
+        meta: dict[str, Any] | None = None,
+        *,
+        validated: bool = False,
+    ) -> None:
+        """``validated``: the arrays passed ``validate_arrays`` already (every reader
+        of ``contract`` and ``merge_changes`` check them): not checked twice, which
+        at 15 M practitioners is a tenth of the load."""
+        if not validated:
+            validate_arrays(arrays)
         self.version = version
         self.meta = meta or {}
         self.codes: npt.NDArray[np.uint64] = arrays["prac_codes"]
@@ -290,7 +301,7 @@ class StatusIndex:
 
 def overlay_index(arrays: Arrays) -> StatusIndex:
     """The overlay's own little index (its rows and institutions are its own)."""
-    return StatusIndex(arrays, 0, {"has_points": True})
+    return StatusIndex(arrays, 0, {"has_points": True})  # small: checked every time
 
 
 class LayeredIndex:

@@ -86,7 +86,7 @@ class SnapshotCache:
         if header.get("prefix") != self.prefix:
             return None
         version = int(header["snapshot_version"])
-        base = StatusIndex(arrays, version, dict(header.get("meta", {})))
+        base = StatusIndex(arrays, version, dict(header.get("meta", {})), validated=True)
         self.saved_version = version
         saved_at = str(header.get("saved_at", ""))
         index = LayeredIndex(base)

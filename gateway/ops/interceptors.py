@@ -120,10 +120,15 @@ class _Call:
             )
 
 
-class ObservabilityInterceptor(_Interceptor):
-    def __init__(self, metrics: GatewayMetrics) -> None:
-        self.metrics = metrics
+class WrappingInterceptor(_Interceptor):
+    """An interceptor that wraps each method's handler once (``wrap``) and
+    serves the wrapped handler from a cache after that: no per-call setup."""
+
+    def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
+
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        raise NotImplementedError
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -134,8 +139,17 @@ class ObservabilityInterceptor(_Interceptor):
             handler: Handler | None = await continuation(handler_call_details)
             if handler is None:  # unknown method: UNIMPLEMENTED; not cached (unbounded)
                 return handler  # type: ignore[return-value]  # the stubs forget None
-            wrapped = self._handlers[method] = _wrap(handler, _Call(self.metrics, method))
+            wrapped = self._handlers[method] = self.wrap(method, handler)
         return wrapped
+
+
+class ObservabilityInterceptor(WrappingInterceptor):
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        return _wrap(handler, _Call(self.metrics, method))
 
 
 def _wrap(handler: Handler, call: _Call) -> Handler:

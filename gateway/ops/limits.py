@@ -23,21 +23,14 @@ wrapped once per method.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 import grpc.aio
 
-Context = grpc.aio.ServicerContext[Any, Any]
-if TYPE_CHECKING:  # generic in the stubs only
-    Handler = grpc.RpcMethodHandler[Any, Any]
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:
-    Handler = grpc.RpcMethodHandler
-    _Interceptor = grpc.aio.ServerInterceptor
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
+from gateway.ops.interceptors import Context, Handler, WrappingInterceptor
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 
@@ -60,7 +53,7 @@ class Slots:
         )
 
 
-class LimitsInterceptor(_Interceptor):
+class LimitsInterceptor(WrappingInterceptor):
     def __init__(
         self,
         *,
@@ -69,26 +62,16 @@ class LimitsInterceptor(_Interceptor):
         max_response_bytes: int,
         exempt_services: tuple[str, ...] = (HEALTH_SERVICE,),
     ) -> None:
+        super().__init__()
         self.unary = Slots("unary calls", "--max-concurrent-rpcs", max_concurrent_rpcs)
         self.streams = Slots("streams", "--max-open-streams", max_open_streams)
         self.max_response_bytes = max_response_bytes
         self.exempt = tuple(f"/{service}/" for service in exempt_services)
-        self._handlers: dict[str, Handler] = {}
 
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler:
-        method = handler_call_details.method
-        wrapped = self._handlers.get(method)
-        if wrapped is None:
-            handler: Handler | None = await continuation(handler_call_details)
-            if handler is None:  # unknown method: UNIMPLEMENTED; not cached (unbounded)
-                return handler  # type: ignore[return-value]  # the stubs forget None
-            exempt = method.startswith(self.exempt)
-            wrapped = self._handlers[method] = handler if exempt else self._wrap(handler)
-        return wrapped
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        return handler if method.startswith(self.exempt) else self._limited(handler)
 
-    def _wrap(self, handler: Handler) -> Handler:
+    def _limited(self, handler: Handler) -> Handler:
         serialize = handler.response_serializer or _identity
         # The wrappers hand gRPC the bytes they serialized themselves...
         kwargs: dict[str, Any] = {
