@@ -5,13 +5,14 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# Re-installed (and the compiled claim path rebuilt) when any of these change.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py gateway/kernel.pyx | cksum | cut -d' ' -f1)
 
 .PHONY: setup run test bench-micro clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py gateway/kernel.pyx
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  echo "installing redis-server (Debian package)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -22,8 +23,17 @@ $(STAMP): pyproject.toml
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  { $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
 	  || echo "WARNING: promtool not installed: the ops/prometheus checks will be skipped"; }
+	@# The compiled claim path (gateway/kernel.pyx) needs a C compiler and Python's headers.
+	@{ command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1; } || { \
+	  echo "setup: no C compiler: the compiled claim path cannot be built." \
+	    "Install one (Debian: apt-get install gcc python3-dev) and run make setup again." >&2; exit 1; }
+	@$(PYTHON) -c 'import sysconfig, os, sys; h = sysconfig.get_paths()["include"]; \
+	  sys.exit(0 if os.path.exists(os.path.join(h, "Python.h")) else \
+	  "setup: no Python.h in " + h + ": install the Python headers (Debian: apt-get install python3-dev)")'
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@# A changed kernel.pyx is rebuilt in place (pip's editable install may keep the old one).
+	$(PY) setup.py -q build_ext --inplace
 	@rm -f $(VENV)/.installed-*; touch $@
 
 # Starts a private redis-server, loads the sample data set through the

@@ -20,13 +20,11 @@ import redis.asyncio as aioredis
 
 from contract import reads
 from contract.snapshot import Keys
-from gateway.claims import ParsedClaim
-from gateway.decide import Decisions, Policy
+from gateway.decide import Override, Policy
 from gateway.feed import load_snapshot
 from gateway.index import IndexHolder
-from gateway.servicer import EligibilityServicer
+from gateway.servicer import EligibilityServicer, add_servicer_to_server
 from proto.eligibility.v1 import eligibility_pb2 as pb
-from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
 
 
 class DiscardOverrides:
@@ -35,9 +33,7 @@ class DiscardOverrides:
     def record(
         self,
         request: pb.CheckClaimRequest,
-        claim: ParsedClaim,
-        line_indexes: Sequence[int],
-        decisions: Decisions,
+        overrides: Sequence[Override],
         index_version: int,
     ) -> None:
         return None
@@ -60,7 +56,7 @@ async def serve(redis_url: str, prefix: str, host: str, port: int) -> None:
     servicer = EligibilityServicer(
         holder, Policy(), max_lines_per_claim=1000, overrides=DiscardOverrides()
     )
-    pb_grpc.add_EligibilityGatewayServicer_to_server(servicer, server)
+    add_servicer_to_server(servicer, server)
     if server.add_insecure_port(f"{host}:{port}") == 0:
         raise OSError(f"cannot listen on {host}:{port}")
     await server.start()

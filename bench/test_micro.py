@@ -1,6 +1,7 @@
 """Microbenchmarks (pytest-benchmark) on a national-scale index: code
-encoding, index lookup, the decision kernel, request decoding and response
-encoding by claim size. Not collected by ``make test`` (testpaths = tests)::
+encoding, index lookup, the compiled claim path and the Python reference by
+claim size, a 100,000-line batch, protobuf decoding and encoding. Not
+collected by ``make test`` (testpaths = tests)::
 
     python -m pytest bench/test_micro.py --benchmark-columns=min,median,mean,ops
 
@@ -21,9 +22,10 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from bench.national import ClaimGenerator, NationalData
 from contract import codes
-from contract.days import today_day
+from contract.days import day_to_yyyymmdd, today_day
+from gateway.claimpath import CompiledPath, PurePath, view_of
 from gateway.claims import parse_claim
-from gateway.decide import Policy, decide_lines
+from gateway.decide import Policy
 from gateway.index import StatusIndex
 from gateway.servicer import EligibilityServicer
 from proto.eligibility.v1 import eligibility_pb2 as pb
@@ -73,77 +75,63 @@ def test_index_lookup_15m_index(
     _lines_per_s(benchmark, n_lines)
 
 
-def _kernel_inputs(
-    national: NationalData, claims: ClaimGenerator, n_lines: int
-) -> list[dict[str, Any]]:
-    today = today_day()
-    inputs = []
-    for request in _claims(claims, n_lines)[:64]:
-        claim = parse_claim(request, max_lines=1000, today_day=today)
-        inputs.append(
-            {
-                "pharmacy": claim.pharmacy,
-                "institution_key": claim.institution_key,
-                "keys": np.array(claim.keys, dtype=np.int64),
-                "days": np.array(claim.days, dtype=np.int64),
-                "emergency": np.array(claim.emergency, dtype=np.bool_),
-            }
-        )
-    return inputs
-
-
 @pytest.mark.parametrize("n_lines", SIZES)
-def test_decide_claims_15m_index(
-    benchmark: BenchmarkFixture,
-    index: StatusIndex,
-    national: NationalData,
-    claims: ClaimGenerator,
-    n_lines: int,
+def test_kernel_claims_15m_index(
+    benchmark: BenchmarkFixture, index: StatusIndex, claims: ClaimGenerator, n_lines: int
 ) -> None:
-    """decide_lines on one claim of n_lines (arrays already built)."""
-    next_input = _cycled(_kernel_inputs(national, claims, n_lines))
-    policy = Policy()
-
-    def decide() -> object:
-        c = next_input()
-        return decide_lines(
-            index,
-            policy,
-            pharmacy=c["pharmacy"],
-            institution_id=index.institution_id(c["institution_key"]),
-            principal_ok=True,
-            keys=c["keys"],
-            days=c["days"],
-            emergency=c["emergency"],
-        )
-
-    benchmark(decide)
+    """The compiled claim path on one claim of n_lines: request bytes to response bytes."""
+    raw = [r.SerializeToString() for r in _claims(claims, n_lines)]
+    next_raw = _cycled(raw)
+    path = CompiledPath(Policy(), 1000)
+    check, view, today = path.kernel.check, view_of(index), today_day()
+    benchmark(lambda: check(view, next_raw(), today))
     _lines_per_s(benchmark, n_lines)
 
 
-def test_decide_100k_line_batch_15m_index(
+@pytest.mark.parametrize("n_lines", [1, 20])
+def test_reference_claims_15m_index(
+    benchmark: BenchmarkFixture, index: StatusIndex, claims: ClaimGenerator, n_lines: int
+) -> None:
+    """The Python reference (--pure-python) on the same claims, for comparison."""
+    raw = [r.SerializeToString() for r in _claims(claims, n_lines)]
+    next_raw = _cycled(raw)
+    path, today = PurePath(Policy(), 1000), today_day()
+    benchmark(lambda: path.check(index, next_raw(), today))
+    _lines_per_s(benchmark, n_lines)
+
+
+def test_kernel_100k_line_batch_15m_index(
     benchmark: BenchmarkFixture, index: StatusIndex, national: NationalData
 ) -> None:
-    """The kernel's throughput on a large batch (target >= 5 million lines/s)."""
+    """The compiled claim path on one 100,000-line claim of random practitioners
+    over the national index (issue 14's target: >= 10 million lines/s)."""
     n = 100_000
     rng = np.random.default_rng(5)
     codes_ = national.arrays["prac_codes"]
-    keys = codes_[rng.integers(0, len(codes_), size=n)].astype(np.int64)
-    keys[rng.random(n) < 0.001] = -1
-    days = national.today - rng.integers(0, 30, size=n).astype(np.int64)
-    emergency = rng.random(n) < 0.02
-    benchmark(
-        lambda: decide_lines(
-            index,
-            Policy(),
-            pharmacy=False,
-            institution_id=17,
-            principal_ok=True,
-            keys=keys,
-            days=days,
-            emergency=emergency,
-        )
+    picked = codes_[rng.integers(0, len(codes_), size=n)].tolist()
+    dates = [day_to_yyyymmdd(national.today - int(d)) for d in rng.integers(0, 30, size=n)]
+    emergency = (rng.random(n) < 0.02).tolist()
+    request = pb.CheckClaimRequest(
+        claim_id="HIS-BATCH",
+        institution_code=codes.decode_institution(int(national.arrays["inst_codes"][17])),
+        channel=pb.CHANNEL_HOSPITAL,
+        lines=[
+            pb.ClaimLine(
+                line_id=str(i),
+                prescriber_code=codes.decode_practitioner(int(k)),
+                service_date=dates[i],
+                emergency=emergency[i],
+                amount_fen=100,
+            )
+            for i, k in enumerate(picked)
+        ],
     )
+    request.institution_code = "H" + request.institution_code[1:]
+    data = request.SerializeToString()
+    path = CompiledPath(Policy(), n)
+    check, view, today = path.kernel.check, view_of(index), today_day()
+    assert not isinstance(check(view, data, today), int)
+    benchmark(lambda: check(view, data, today))
     _lines_per_s(benchmark, n)
 
 
@@ -199,8 +187,7 @@ def test_check_claim_lines_15m_index(
     next_raw = _cycled(raw)
 
     def check() -> bytes:
-        request = pb.CheckClaimRequest.FromString(next_raw())
-        return servicer.check_claim(request).SerializeToString()
+        return servicer.decide_claim(next_raw())[0]
 
     benchmark(check)
     _lines_per_s(benchmark, n_lines)

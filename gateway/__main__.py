@@ -117,6 +117,14 @@ def build_parser(defaults: Settings) -> argparse.ArgumentParser:
         "logged, metric eligibility_unsigned_data_allowed) (ELIG_ALLOW_UNSIGNED)",
     )
     trust.add_argument(
+        "--pure-python",
+        action="store_true",
+        default=None,
+        help="decide claims with the Python reference instead of the compiled claim path "
+        "(several times slower; logged, metric eligibility_pure_python); without it a gateway "
+        "whose compiled extension is not built refuses to start (ELIG_PURE_PYTHON)",
+    )
+    trust.add_argument(
         "--max-data-age-s",
         type=float,
         help="health details, a metric and an alert say the data is too old when nothing was "
@@ -333,6 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             audit_spool_retention_days=args.audit_spool_retention_days,
             trusted_keys=args.trusted_keys,
             allow_unsigned=args.allow_unsigned,
+            pure_python=args.pure_python,
             max_data_age_s=args.max_data_age_s,
             log_level=args.log_level,
             metrics_port=args.metrics_port,

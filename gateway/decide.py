@@ -1,25 +1,18 @@
-"""The decision rules of SPEC §4 as one vectorised function over a claim's
-lines: policy and arrays in, decision arrays out. No gRPC, no Redis.
-
-Fast path: one index lookup for the whole batch, then each rule is a masked
-overwrite, applied from the lowest-priority rule (6) up to the highest (1),
-so that the first rule that applies in SPEC order is the one that sticks.
-No Python loop per line.
+"""The decision rules of SPEC §4 for one line, in plain Python: the readable
+statement of the rules (``gateway.reference`` applies them to a claim) that
+the compiled claim path (``gateway/kernel.pyx``) must agree with byte for
+byte (tests/test_kernel.py). No gRPC, no Redis.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
-import numpy.typing as npt
 
 from contract.days import DAY_NONE
 from contract.domain import Decision, Reason, Status
-from gateway.index import Index, Int64s, Lookup
+from gateway.index import Index
 
-# Sentinels in the key array handed to decide_lines.
+# The key of a line whose practitioner code is malformed, or empty.
 KEY_MALFORMED = -1
 KEY_EMPTY = -2
 
@@ -35,26 +28,13 @@ class Policy:
     emergency_covers_terminated: bool = True
 
 
-@dataclass(frozen=True)
-class Decisions:
-    decision: npt.NDArray[np.uint8]
-    reason: npt.NDArray[np.uint8]
-    status: npt.NDArray[np.uint8]
-    until_day: npt.NDArray[np.uint16]  # last day of a suspension; DAY_NONE if none
-
-    @property
-    def rejected(self) -> int:
-        return int(np.count_nonzero(self.decision == Decision.REJECT))
-
-    @property
-    def overridden(self) -> npt.NDArray[np.bool_]:
-        return np.equal(self.decision, np.uint8(Decision.PAY_EMERGENCY_OVERRIDE))
+# An emergency override in a decided claim: (line index, service day, reason overridden).
+Override = tuple[int, int, int]
 
 
 def principal_payable(index: Index, principal_key: int, institution_id: int, day: int) -> bool:
     """Rule 1: the pharmacy's principal is known, registered at that pharmacy on
     ``day``, and neither suspended nor terminated (emergency never applies)."""
-    # Fast path: one line, so the scalar lookup (no numpy call).
     _, at_institution, status, _ = index.lookup_line(
         index.row_of(principal_key), day, institution_id
     )
@@ -77,11 +57,12 @@ def decide_line(
     day: int,
     emergency: bool,
 ) -> LineDecision:
-    """``decide_lines`` for one line, in plain Python (fast path for small claims).
+    """One line's verdict: rules 1-6 tried in SPEC order, the first that applies decides.
 
-    Must answer exactly what ``decide_lines`` answers for that line (a
-    property test checks it: tests/test_decide_scalar.py). Rules are tried in
-    SPEC order; the first that applies decides.
+    ``key`` is the practitioner key (contract.codes), ``KEY_MALFORMED`` for a
+    malformed code and ``KEY_EMPTY`` for an empty one; ``institution_id`` is
+    the claim institution's row in the index (-1 if no one is registered
+    there); ``principal_ok`` is rule 1's verdict (ignored on hospital claims).
     """
     if key >= 0:
         registered, at_inst, status, until = index.lookup_line(
@@ -107,104 +88,3 @@ def decide_line(
     if status == Status.WARNED:  # rule 6
         return Decision.PAY, Reason.WARNED, status, until
     return Decision.PAY, Reason.OK, status, until
-
-
-# Batches of this many lines look their practitioners up in key order.
-SORTED_BATCH_LINES = 2048
-
-
-def _lookup_sorted(index: Index, keys: Int64s, days: Int64s, institution_id: int) -> Lookup:
-    """``index.lookup(index.rows(keys), ...)`` done in key order, answers in line order.
-
-    Fast path for large batches: in key order the searches and gathers walk
-    the 15-million-entry arrays forwards, so neighbouring lines share cache
-    lines and pages: -27 % on 100,000 random lines (bench/test_micro.py).
-    """
-    order = np.argsort(keys)
-    found = index.lookup(index.rows(keys[order]), days[order], institution_id)
-
-    def in_line_order(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
-        out = np.empty_like(values)
-        out[order] = values
-        return out
-
-    return Lookup(
-        found=in_line_order(found.found),
-        registered=in_line_order(found.registered),
-        at_institution=in_line_order(found.at_institution),
-        status=in_line_order(found.status),
-        until=in_line_order(found.until),
-    )
-
-
-def decide_lines(
-    index: Index,
-    policy: Policy,
-    *,
-    pharmacy: bool,
-    institution_id: int,
-    principal_ok: bool,
-    keys: Int64s,
-    days: Int64s,
-    emergency: npt.NDArray[np.bool_],
-) -> Decisions:
-    """Decide every line of one claim.
-
-    ``keys`` are practitioner keys (contract.codes), ``KEY_MALFORMED`` for a
-    malformed code and ``KEY_EMPTY`` for an empty one; ``days`` are the
-    lines' service days; ``institution_id`` is the claim institution's row in
-    the index (-1 if no one is registered there); ``principal_ok`` is rule 1's
-    verdict (ignored on hospital claims).
-    """
-    if len(keys) >= SORTED_BATCH_LINES:
-        found = _lookup_sorted(index, keys, days, institution_id)
-    else:
-        found = index.lookup(index.rows(keys), days, institution_id)
-    named = keys >= 0
-    status = np.where(named, found.status, np.uint8(Status.UNSPECIFIED)).astype(np.uint8)
-
-    # Rule 6: payable, WARNED for information.
-    warned = status == Status.WARNED
-    decision = np.full(len(keys), np.uint8(Decision.PAY), dtype=np.uint8)
-    reason = np.where(warned, np.uint8(Reason.WARNED), np.uint8(Reason.OK)).astype(np.uint8)
-
-    # Rule 5: suspended or terminated; emergency care is paid and recorded.
-    suspended = status == Status.SUSPENDED
-    terminated = status == Status.TERMINATED
-    if suspended.any() or terminated.any():
-        covered = suspended | terminated if policy.emergency_covers_terminated else suspended
-        override = emergency & covered
-        sanctioned = suspended | terminated
-        decision[sanctioned] = Decision.REJECT
-        decision[override] = Decision.PAY_EMERGENCY_OVERRIDE
-        reason[suspended] = Reason.SUSPENDED
-        reason[terminated] = Reason.TERMINATED
-
-    # Rule 4: hospital lines must be registered at the claim's institution.
-    if not pharmacy and policy.check_registered_at_institution:
-        elsewhere = found.registered & ~found.at_institution
-        decision[elsewhere] = Decision.REJECT
-        reason[elsewhere] = Reason.NOT_REGISTERED_AT_INSTITUTION
-
-    # Rule 3: unknown, or registered nowhere on the service date.
-    unregistered = named & ~found.registered
-    decision[unregistered] = Decision.REJECT
-    reason[unregistered] = Reason.NOT_REGISTERED
-
-    # Rule 2: malformed code; an empty code is an OTC item on a pharmacy line.
-    malformed = keys == KEY_MALFORMED
-    if pharmacy:
-        otc = keys == KEY_EMPTY
-        decision[otc] = Decision.PAY
-        reason[otc] = Reason.OK
-    else:
-        malformed |= keys == KEY_EMPTY
-    decision[malformed] = Decision.REJECT
-    reason[malformed] = Reason.INVALID_PRESCRIBER_CODE
-
-    # Rule 1: a pharmacy claim whose principal is not payable.
-    if pharmacy and not principal_ok:
-        decision[:] = Decision.REJECT
-        reason[:] = Reason.PRINCIPAL_NOT_PAYABLE
-
-    return Decisions(decision, reason, status, found.until)

@@ -19,7 +19,7 @@ of the vectorised pass (bench/test_micro.py).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -126,6 +126,10 @@ class StatusIndex:
         self.pt_points: npt.NDArray[np.uint16] = arrays["pt_points"]
         self.has_points = bool(self.meta.get("has_points", len(self.pt_key) > 0))
         self.arrays = arrays  # the snapshot's arrays, as published (read-only)
+        # The compiled claim path's packed records of this snapshot, and its view
+        # of this index (gateway.claimpath: built once, when the index is swapped in).
+        self.packed: Any = None
+        self.compiled: Any = None
         # Fast path: memoryviews of the same bytes for the scalar lookups of
         # small claims; indexing one yields a Python int in ~40 ns, where a
         # numpy call costs ~1 µs (bisect over them: ~1.5 µs per lookup).
@@ -332,6 +336,7 @@ class LayeredIndex:
         self.version = index_version(base.version, change_seq)
         self.meta = base.meta
         self.has_points = base.has_points
+        self.compiled: Any = None  # the compiled claim path's view (gateway.claimpath)
         self._base_rows = len(base)
         self._base_institutions = len(base.inst_codes)
         self._overlay_rows = len(self.overlay)
@@ -433,6 +438,9 @@ class Index(Protocol):
     def has_points(self) -> bool: ...
     @property
     def nbytes(self) -> int: ...
+
+    compiled: Any  # the compiled claim path's view of the index, once built
+
     def __len__(self) -> int: ...
     def institution_id(self, key: int) -> int: ...
     def rows(self, keys: Int64s) -> Int64s: ...
@@ -448,8 +456,11 @@ class IndexHolder:
     is atomic in CPython: a request reads ``holder.current`` once and decides
     every line from that one snapshot."""
 
-    def __init__(self) -> None:
+    def __init__(self, prepare: Callable[[Index], None] | None = None) -> None:
         self.current: Index | None = None
+        # Builds what the claim path needs of an index before it is swapped in
+        # (gateway.claimpath.ClaimPath.prepare).
+        self.prepare = prepare
 
     @property
     def version(self) -> int:
@@ -460,5 +471,7 @@ class IndexHolder:
         inside a dataset epoch; ``force``: a new epoch, whatever its version)."""
         if not force and self.current is not None and index.version <= self.current.version:
             return False
+        if self.prepare is not None:
+            self.prepare(index)
         self.current = index
         return True

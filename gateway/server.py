@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from contract.signing import Verifier
 from contract.snapshot import Keys
+from gateway.claimpath import ClaimPath, claim_path
 from gateway.decide import Policy
 from gateway.feed import SnapshotFollower, masked_url
 from gateway.index import Index, IndexHolder
@@ -125,6 +126,7 @@ def build_server(
     holder: IndexHolder,
     audit: OverrideAudit,
     metrics: GatewayMetrics | None = None,
+    path: ClaimPath | None = None,
 ) -> tuple[grpc.aio.Server, health_aio.HealthServicer, int]:
     backstop = rpc_backstop(settings)
     options: list[tuple[str, int]] = [
@@ -163,7 +165,7 @@ def build_server(
         ),
         max_lines_per_claim=settings.max_lines_per_claim,
         overrides=audit,
-        observer=metrics,
+        path=path,
         identities=(
             IdentityMap.from_file(settings.client_identity_file)
             if settings.client_identity_file
@@ -287,7 +289,12 @@ async def start_gateway(settings: Settings) -> Gateway:
     verifier = _verifier(settings)
     client = aioredis.Redis.from_url(settings.redis_url, socket_keepalive=True)
     keys = Keys(settings.prefix)
-    holder = IndexHolder()
+    policy = Policy(
+        check_registered_at_institution=settings.check_registered_at_institution,
+        emergency_covers_terminated=settings.emergency_covers_terminated,
+    )
+    path = claim_path(policy, settings.max_lines_per_claim, pure_python=settings.pure_python)
+    holder = IndexHolder(path.prepare)
     spool_dir, temporary = spool_dir_for(settings.audit_spool_dir, settings.snapshot_cache_dir)
     spool = Spool(spool_dir, retention_s=settings.audit_spool_retention_days * 86400)
     audit = OverrideAudit(
@@ -307,9 +314,10 @@ async def start_gateway(settings: Settings) -> Gateway:
             "failure_policy": settings.audit_failure_policy,
         },
     )
-    metrics = GatewayMetrics(holder, audit=audit)
+    metrics = GatewayMetrics(holder, audit=audit, counters=path.counters)
+    metrics.state.pure_python = not path.compiled
     try:
-        server, health_servicer, port = build_server(settings, holder, audit, metrics)
+        server, health_servicer, port = build_server(settings, holder, audit, metrics, path)
     except BaseException:  # the port is busy: leave no temporary spool behind
         await _release(audit, client)
         raise

@@ -1,5 +1,6 @@
-"""The gRPC servicer: proto messages in, decision arrays through the kernel,
-proto messages out; domain errors to status codes in one table. No Redis.
+"""The gRPC servicer: claim request bytes through the claim path
+(``gateway.claimpath``) to response bytes; refusals explained by
+``gateway.claims``; domain errors to status codes in one table. No Redis.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, NoReturn, Protocol
 
 import grpc
-import numpy as np
 from google.protobuf.any_pb2 import Any as AnyMessage
 from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]  # no py.typed
@@ -32,15 +32,9 @@ from contract.errors import (
     StalePublishError,
     UnreadableFileError,
 )
-from gateway.claims import ParsedClaim, parse_claim
-from gateway.decide import (
-    Decisions,
-    LineDecision,
-    Policy,
-    decide_line,
-    decide_lines,
-    principal_payable,
-)
+from gateway.claimpath import ClaimPath, CompiledPath, Result
+from gateway.claims import parse_claim
+from gateway.decide import Override, Policy
 from gateway.index import Index, IndexHolder
 from gateway.ops.identity import CLIENT_IDENTITY, Client, IdentityMap, peer_names
 from proto.eligibility.v1 import eligibility_pb2 as pb
@@ -50,15 +44,7 @@ log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-# Claims up to this many lines, or with up to this many distinct (practitioner,
-# day) pairs, take the scalar path (decide_line, ~6 µs per distinct line):
-# below that, plain Python is cheaper than the vectorised kernel's fixed cost
-# (bench/test_micro.py: test_check_claim_lines_15m_index).
-SMALL_CLAIM_LINES = 8
-SMALL_CLAIM_DISTINCT = 12
-SUSPENDED = int(Status.SUSPENDED)
 REJECT = int(Decision.REJECT)
-OVERRIDE = int(Decision.PAY_EMERGENCY_OVERRIDE)
 
 # One table from domain errors to gRPC status codes; most specific first.
 STATUS_FOR_ERROR: tuple[tuple[type[EligibilityError], grpc.StatusCode], ...] = (
@@ -138,32 +124,22 @@ class OverrideSink(Protocol):
     def record(
         self,
         request: pb.CheckClaimRequest,
-        claim: ParsedClaim,
-        line_indexes: Sequence[int],
-        decisions: Decisions,
+        overrides: Sequence[Override],
         index_version: int,
     ) -> OverrideCommit | None: ...
 
 
-async def audited(
-    response: pb.CheckClaimResponse, commit: OverrideCommit | None
-) -> pb.CheckClaimResponse:
+async def audited(response: bytes, commit: OverrideCommit | None) -> bytes:
     """Hold the answer until its overrides are stored (SPEC §4 rule 5: no
     override paid unaudited); lines that cannot be are answered REJECT with
     the reason they would have overridden (SUSPENDED / TERMINATED)."""
-    if commit is not None and not await commit.wait():
-        for i in commit.line_indexes:
-            response.lines[i].decision = REJECT  # type: ignore[assignment]
-        response.rejected_lines += len(commit.line_indexes)
-    return response
-
-
-class ClaimObserver(Protocol):
-    """Sees every decided claim (gateway.ops.metrics counts it); must be cheap."""
-
-    def observe_claim(
-        self, request: pb.CheckClaimRequest, pharmacy: bool, decisions: Decisions
-    ) -> None: ...
+    if commit is None or await commit.wait():
+        return response
+    message = pb.CheckClaimResponse.FromString(response)
+    for i in commit.line_indexes:
+        message.lines[i].decision = REJECT  # type: ignore[assignment]
+    message.rejected_lines += len(commit.line_indexes)
+    return message.SerializeToString()
 
 
 class UndecodableRequest:
@@ -195,20 +171,17 @@ def _tolerant(message: type[Message]) -> Any:
     return deserialize
 
 
+parse_claim_request = _tolerant(pb.CheckClaimRequest)
+
+
 def add_servicer_to_server(servicer: EligibilityServicer, server: grpc.aio.Server) -> None:
-    """``add_EligibilityGatewayServicer_to_server`` with request bodies that fail
-    to decode passed to the handlers as ``UndecodableRequest``."""
+    """``add_EligibilityGatewayServicer_to_server``, except that the claim
+    methods take and return bytes (the claim path reads and writes the wire
+    format itself: no protobuf message per call), and request bodies that
+    fail to decode reach the handlers as ``UndecodableRequest``."""
     handlers = {
-        "CheckClaim": grpc.unary_unary_rpc_method_handler(
-            servicer.CheckClaim,
-            request_deserializer=_tolerant(pb.CheckClaimRequest),
-            response_serializer=pb.CheckClaimResponse.SerializeToString,
-        ),
-        "CheckClaims": grpc.stream_stream_rpc_method_handler(
-            servicer.CheckClaims,
-            request_deserializer=_tolerant(pb.CheckClaimRequest),
-            response_serializer=pb.CheckClaimResponse.SerializeToString,
-        ),
+        "CheckClaim": grpc.unary_unary_rpc_method_handler(servicer.CheckClaim),
+        "CheckClaims": grpc.stream_stream_rpc_method_handler(servicer.CheckClaims),
         "GetPractitionerStatus": grpc.unary_unary_rpc_method_handler(
             servicer.GetPractitionerStatus,
             request_deserializer=_tolerant(pb.GetPractitionerStatusRequest),
@@ -228,14 +201,16 @@ class EligibilityServicer(pb_grpc.EligibilityGatewayServicer):
         *,
         max_lines_per_claim: int,
         overrides: OverrideSink,
-        observer: ClaimObserver | None = None,
         identities: IdentityMap | None = None,
+        path: ClaimPath | None = None,
     ) -> None:
+        """``path``: how claims are decided; the compiled claim path by default."""
         self.holder = holder
-        self.policy = policy
+        self.path = path if path is not None else CompiledPath(policy, max_lines_per_claim)
+        if holder.prepare is None:
+            holder.prepare = self.path.prepare
         self.max_lines_per_claim = max_lines_per_claim
         self.overrides = overrides
-        self.observer = observer
         self.identities = identities
 
     def _client(self, context: Context) -> Client | None:
@@ -252,55 +227,60 @@ class EligibilityServicer(pb_grpc.EligibilityGatewayServicer):
         return client
 
     @staticmethod
-    def _may_claim(client: Client | None, request: pb.CheckClaimRequest) -> None:
-        if client is None or isinstance(request, UndecodableRequest):
+    def _may_claim(client: Client | None, data: bytes) -> None:
+        if client is None:
             return
+        request = parse_claim_request(data)
+        if isinstance(request, UndecodableRequest):
+            return  # refused as such by decide_claim
         if not client.may_claim_for(request.institution_code):
             raise PermissionDeniedError(
                 f"institution_code: client {client.identity!r} ({client.role}) may not act for "
                 f"{request.institution_code[:32]!r}"
             )
 
-    async def CheckClaim(
-        self, request: pb.CheckClaimRequest, context: Context
-    ) -> pb.CheckClaimResponse:
+    async def CheckClaim(self, data: bytes, context: Context) -> bytes:
         try:
-            self._may_claim(self._client(context), request)
-            response, commit = self.decide_claim(request)
+            if self.identities is not None:
+                self._may_claim(self._client(context), data)
+            response, commit = self.decide_claim(data)
         except EligibilityError as exc:
             await abort(context, exc)
-        if commit is not None:
-            # Cancelled or past its deadline before the answer went out: say so.
-            # (the stubs type the callback as a class, not a function)
-            context.add_done_callback(
-                lambda ctx: commit.undelivered("cancelled") if ctx.cancelled() else None  # type: ignore[arg-type]
-            )
+        if commit is None:
+            return response
+        # Cancelled or past its deadline before the answer went out: say so.
+        # (the stubs type the callback as a class, not a function)
+        context.add_done_callback(
+            lambda ctx: commit.undelivered("cancelled") if ctx.cancelled() else None  # type: ignore[arg-type]
+        )
         return await audited(response, commit)
 
     async def CheckClaims(
-        self,
-        request_iterator: AsyncIterator[pb.CheckClaimRequest],
-        context: Context,
-    ) -> AsyncIterator[pb.CheckClaimResponse]:
+        self, requests: AsyncIterator[bytes], context: Context
+    ) -> AsyncIterator[bytes]:
         position = 0
         try:
             client = self._client(context)
         except EligibilityError as exc:
             await abort(context, exc)
-        async for request in request_iterator:
+        async for data in requests:
             try:
-                self._may_claim(client, request)
-                response, commit = self.decide_claim(request)
+                if client is not None:
+                    self._may_claim(client, data)
+                response, commit = self.decide_claim(data)
             except EligibilityError as exc:
+                request = parse_claim_request(data)
                 claim_id = "" if isinstance(request, UndecodableRequest) else request.claim_id[:64]
                 await abort(context, exc, f"request {position} (claim_id {claim_id!r}): {exc}")
-            try:
-                # Resumed only once gRPC has sent the answer (it asks for the next).
-                yield await audited(response, commit)
-            except BaseException:
-                if commit is not None:
+            if commit is None:
+                yield response
+            else:
+                try:
+                    # Resumed only once gRPC has sent the answer (it asks for the next).
+                    yield await audited(response, commit)
+                except BaseException:
                     commit.undelivered("cancelled")
-                raise
+                    raise
             position += 1
 
     async def GetPractitionerStatus(
@@ -331,98 +311,49 @@ class EligibilityServicer(pb_grpc.EligibilityGatewayServicer):
         return index
 
     def check_claim(self, request: pb.CheckClaimRequest) -> pb.CheckClaimResponse:
-        """Decide one claim, not waiting for its override records to be stored."""
-        return self.decide_claim(request)[0]
+        """Decide one claim message, not waiting for its override records to be stored."""
+        return pb.CheckClaimResponse.FromString(self.decide_claim(request.SerializeToString())[0])
 
-    def decide_claim(
-        self, request: pb.CheckClaimRequest
-    ) -> tuple[pb.CheckClaimResponse, OverrideCommit | None]:
-        """Decide one claim (the body of CheckClaim and of each stream message);
-        with overrides, also the commit of their records to await before answering."""
-        if isinstance(request, UndecodableRequest):
-            raise request.error()
-        index = self._index()
-        claim = parse_claim(request, max_lines=self.max_lines_per_claim, today_day=today_day())
-        institution_id = index.institution_id(claim.institution_key)
-        principal_ok = claim.pharmacy and principal_payable(
-            index, claim.principal_key, institution_id, claim.claim_day
-        )
-        decisions = self._decide(index, claim, institution_id, principal_ok)
-        # Fast path: one tolist() per column, then plain Python per line
-        # (a numpy call costs ~1 µs, more than a line's whole response).
-        decision = decisions.decision.tolist()
-        status = decisions.status.tolist()
-        until = [0] * len(decision)
-        if SUSPENDED in status:
-            until_day = decisions.until_day.tolist()
-            for i, s in enumerate(status):
-                if s == SUSPENDED and until_day[i] != DAY_NONE:
-                    until[i] = day_to_yyyymmdd(until_day[i])
-        response = pb.CheckClaimResponse(
-            claim_id=request.claim_id,
-            index_version=index.version,
-            rejected_lines=decision.count(REJECT),
-        )
-        # Fast path: lines built in place (add), not built apart and copied in: -35 %.
-        add = response.lines.add
-        for line, d, r, s, u in zip(
-            request.lines, decision, decisions.reason.tolist(), status, until, strict=True
-        ):
-            add(line_id=line.line_id, decision=d, reason=r, status=s, status_until=u)
-        commit = None
-        if OVERRIDE in decision:
-            overridden = [i for i, d in enumerate(decision) if d == OVERRIDE]
-            commit = self.overrides.record(request, claim, overridden, decisions, index.version)
-        if self.observer is not None:
-            self.observer.observe_claim(request, claim.pharmacy, decisions)
-        return response, commit
+    def decide_claim(self, data: bytes) -> tuple[bytes, OverrideCommit | None]:
+        """Decide one CheckClaimRequest (the body of CheckClaim and of each stream
+        message): the response, and with overrides the commit of their records
+        to await before answering."""
+        index = self.holder.current
+        if index is None:
+            raise IndexNotLoadedError()
+        result = self.path.check(index, data, today_day())
+        if type(result) is bytes:
+            return result, None
+        return self._decide_slowly(index, data, result)
 
-    def _decide(
-        self, index: Index, claim: ParsedClaim, institution_id: int, principal_ok: bool
-    ) -> Decisions:
-        lines = zip(claim.keys, claim.days, claim.emergency, strict=True)
-        if (
-            len(claim.keys) <= SMALL_CLAIM_LINES
-            or len(set(zip(claim.keys, claim.days, strict=True))) <= SMALL_CLAIM_DISTINCT
-        ):
-            # Fast path: a small claim, or one by a few practitioners (a hospital
-            # settlement: one doctor orders many items), is decided line by line
-            # in plain Python, each distinct line once; the vectorised kernel's
-            # ~60 numpy calls cost ~70 µs whatever the size.
-            memo: dict[tuple[int, int, bool], LineDecision] = {}
-            verdicts = []
-            for line in lines:
-                verdict = memo.get(line)
-                if verdict is None:
-                    key, day, emergency = line
-                    verdict = memo[line] = decide_line(
-                        index,
-                        self.policy,
-                        pharmacy=claim.pharmacy,
-                        institution_id=institution_id,
-                        principal_ok=principal_ok,
-                        key=key,
-                        day=day,
-                        emergency=emergency,
-                    )
-                verdicts.append(verdict)
-            decision, reason, status, until_day = zip(*verdicts, strict=True)
-            return Decisions(
-                np.array(decision, dtype=np.uint8),
-                np.array(reason, dtype=np.uint8),
-                np.array(status, dtype=np.uint8),
-                np.array(until_day, dtype=np.uint16),
-            )
-        return decide_lines(
-            index,
-            self.policy,
-            pharmacy=claim.pharmacy,
-            institution_id=institution_id,
-            principal_ok=principal_ok,
-            keys=np.array(claim.keys, dtype=np.int64),
-            days=np.array(claim.days, dtype=np.int64),
-            emergency=np.array(claim.emergency, dtype=np.bool_),
-        )
+    def _decide_slowly(
+        self, index: Index, data: bytes, result: Result
+    ) -> tuple[bytes, OverrideCommit | None]:
+        """The rare outcomes: a request to refuse or to re-read, or overrides to record."""
+        request = None
+        if isinstance(result, int):
+            # PUNT / INVALID: protobuf, then gateway.claims, say what is wrong.
+            request = parse_claim_request(data)
+            if isinstance(request, UndecodableRequest):
+                raise request.error()
+            today = today_day()
+            parse_claim(request, max_lines=self.max_lines_per_claim, today_day=today)
+            # Valid, in a form the claim path does not read (unknown groups,
+            # non-minimal varints...): decided in protobuf's own encoding.
+            request.DiscardUnknownFields()
+            result = self.path.check(index, request.SerializeToString(), today)
+            if isinstance(result, int):
+                log.error(
+                    "claim path and gateway.claims disagree on a request",
+                    extra={"outcome": result, "request_bytes": len(data)},
+                )
+                raise EligibilityError("internal error: the request could not be decided")
+            if isinstance(result, bytes):
+                return result, None
+        response, overrides = result
+        if request is None:
+            request = pb.CheckClaimRequest.FromString(data)
+        return response, self.overrides.record(request, overrides, index.version)
 
     def practitioner_status(
         self, request: pb.GetPractitionerStatusRequest
@@ -441,11 +372,8 @@ class EligibilityServicer(pb_grpc.EligibilityGatewayServicer):
                 day = yyyymmdd_to_day(request.date)
             except DateError as exc:
                 raise InvalidRequestError("date", str(exc)) from exc
-        rows = index.rows(np.array([key], dtype=np.int64))
-        found = index.lookup(rows, np.array([day], dtype=np.int64), -1)
-        row = int(rows[0])
-        status = int(found.status[0])
-        until_day = int(found.until[0])
+        row = index.row_of(key)
+        _, _, status, until_day = index.lookup_line(row, day, -1)
         points = index.points_on(row, day)
         return pb.GetPractitionerStatusResponse(
             practitioner_code=request.practitioner_code,

@@ -49,6 +49,10 @@ class Settings:
     # gateway refuses to start unless allow_unsigned is set (logged, metric).
     trusted_keys: str | None = None
     allow_unsigned: bool = False
+    # Decide claims with the Python reference (gateway.reference) instead of
+    # the compiled claim path (gateway.kernel): without it, a gateway whose
+    # extension is not built refuses to start (logged, metric).
+    pure_python: bool = False
     # Health details, metrics and an alert say the data is too old when the
     # follower has confirmed nothing with Redis for this long.
     max_data_age_s: float = 300.0

@@ -131,6 +131,14 @@ def _servicer(audit: OverrideAudit) -> EligibilityServicer:
     return EligibilityServicer(holder, Policy(), max_lines_per_claim=100, overrides=audit)
 
 
+async def _check(
+    servicer: EligibilityServicer, request: pb.CheckClaimRequest, context: object
+) -> pb.CheckClaimResponse:
+    """servicer.CheckClaim, which takes and returns the wire bytes, on messages."""
+    data = await servicer.CheckClaim(request.SerializeToString(), context)  # type: ignore[arg-type]
+    return pb.CheckClaimResponse.FromString(data)
+
+
 def _emergency(claim_id: str, line_id: str = "1") -> pb.CheckClaimRequest:
     return hospital_claim(claim_id, line(SUSPENDED, line_id, emergency=True))
 
@@ -168,10 +176,10 @@ def test_spooled_records_reach_redis_once_and_the_chain_verifies(
         audit = OverrideAudit(client, key, spool=Spool(spool_dir))
         servicer = _servicer(audit)
         for i in range(5):
-            response = await servicer.CheckClaim(_emergency(f"C-{i}"), _Context())  # type: ignore[arg-type]
+            response = await _check(servicer, _emergency(f"C-{i}"), _Context())
             assert response.lines[0].decision == pb.DECISION_PAY_EMERGENCY_OVERRIDE
         # The same claim again (a retry): reviewed once, two attempts.
-        await servicer.CheckClaim(_emergency("C-0"), _Context())  # type: ignore[arg-type]
+        await _check(servicer, _emergency("C-0"), _Context())
         assert audit.spool_pending == 6
         assert await audit.flush() == 6
         # Drained again (as after a broken connection or a restart): nothing new.
@@ -203,8 +211,8 @@ def test_an_undelivered_answer_is_marked(
         audit = OverrideAudit(client, key, spool=Spool(spool_dir))
         servicer = _servicer(audit)
         delivered, lost = _Context(), _Context()
-        await servicer.CheckClaim(_emergency("OK"), delivered)  # type: ignore[arg-type]
-        await servicer.CheckClaim(_emergency("LOST"), lost)  # type: ignore[arg-type]
+        await _check(servicer, _emergency("OK"), delivered)
+        await _check(servicer, _emergency("LOST"), lost)
         delivered.finish()
         lost.was_cancelled = True  # the deadline expired before the answer was sent
         lost.finish()
@@ -246,9 +254,9 @@ def test_a_full_disk_rejects_overrides_and_says_so(
         audit.on_spool_state = on_state
         metrics = GatewayMetrics(IndexHolder(), audit=audit)
         servicer = _servicer(audit)
-        await servicer.CheckClaim(_emergency("before"), _Context())  # type: ignore[arg-type]
+        await _check(servicer, _emergency("before"), _Context())
         real = _full_disk(spool)
-        response = await servicer.CheckClaim(_emergency("full"), _Context())  # type: ignore[arg-type]
+        response = await _check(servicer, _emergency("full"), _Context())
         line0 = response.lines[0]
         assert (line0.decision, line0.reason) == (pb.DECISION_REJECT, pb.REASON_SUSPENDED)
         assert response.rejected_lines == 1
@@ -262,7 +270,7 @@ def test_a_full_disk_rejects_overrides_and_says_so(
         assert samples["eligibility_override_spool_pending"] == 1
         os.close(spool._fd)  # type: ignore[arg-type]
         spool._fd = real  # space again
-        response = await servicer.CheckClaim(_emergency("after"), _Context())  # type: ignore[arg-type]
+        response = await _check(servicer, _emergency("after"), _Context())
         assert response.lines[0].decision == pb.DECISION_PAY_EMERGENCY_OVERRIDE
         await audit._report_spool_state()
         assert health == [False, True]
@@ -286,9 +294,9 @@ def test_with_the_pay_policy_a_full_disk_pays_and_keeps_the_record_in_memory(
         spool = Spool(spool_dir)
         audit = OverrideAudit(client, key, spool=spool, failure_policy="pay")
         servicer = _servicer(audit)
-        await servicer.CheckClaim(_emergency("before"), _Context())  # type: ignore[arg-type]
+        await _check(servicer, _emergency("before"), _Context())
         _full_disk(spool)
-        response = await servicer.CheckClaim(_emergency("full"), _Context())  # type: ignore[arg-type]
+        response = await _check(servicer, _emergency("full"), _Context())
         assert response.lines[0].decision == pb.DECISION_PAY_EMERGENCY_OVERRIDE
         assert [r["claim_id"] for r in audit.pending] == ["full"]
         await audit.flush()
@@ -309,7 +317,7 @@ def test_verify_finds_tampering_and_refill_restores_an_erased_stream(
         audit = OverrideAudit(client, key, spool=Spool(spool_dir))
         servicer = _servicer(audit)
         for i in range(5):
-            await servicer.CheckClaim(_emergency(f"C-{i}"), _Context())  # type: ignore[arg-type]
+            await _check(servicer, _emergency(f"C-{i}"), _Context())
         await audit.flush()
         audit.close()
         await client.aclose()

@@ -1,13 +1,18 @@
-"""Every decision rule of SPEC §3-4, on a small hand-built index."""
+"""Every decision rule of SPEC §3-4, on a small hand-built index, as the
+reference states them (``gateway.decide.decide_line``; tests/test_kernel.py
+holds the compiled claim path to the same answers)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from contract import codes
 from contract.domain import Decision, Reason, Status
-from gateway.decide import KEY_EMPTY, Decisions, Policy, decide_lines, principal_payable
+from gateway.decide import KEY_EMPTY, Policy, decide_line, principal_payable
 from gateway.index import StatusIndex
 from tests.factory import Person, build_index, day
 
@@ -68,19 +73,38 @@ def decide(
     principal_ok = pharmacy and principal_payable(
         index, codes.try_encode_practitioner(principal or ""), inst_id, day(claim_date)
     )
-    return decide_lines(
-        index,
-        policy or Policy(),
-        pharmacy=pharmacy,
-        institution_id=inst_id,
-        principal_ok=principal_ok,
-        keys=np.array(
-            [codes.try_encode_practitioner(c) if c else KEY_EMPTY for c, _, _ in lines],
-            dtype=np.int64,
-        ),
-        days=np.array([day(d) for _, d, _ in lines], dtype=np.int64),
-        emergency=np.array([e for _, _, e in lines], dtype=np.bool_),
-    )
+    verdicts = [
+        decide_line(
+            index,
+            policy or Policy(),
+            pharmacy=pharmacy,
+            institution_id=inst_id,
+            principal_ok=principal_ok,
+            key=codes.try_encode_practitioner(code) if code else KEY_EMPTY,
+            day=day(date),
+            emergency=emergency,
+        )
+        for code, date, emergency in lines
+    ]
+    return Decisions(*(np.array(column) for column in zip(*verdicts, strict=True)))
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """A claim's verdicts, column by column."""
+
+    decision: npt.NDArray[np.int64]
+    reason: npt.NDArray[np.int64]
+    status: npt.NDArray[np.int64]
+    until_day: npt.NDArray[np.int64]
+
+    @property
+    def rejected(self) -> int:
+        return int(np.count_nonzero(self.decision == Decision.REJECT))
+
+    @property
+    def overridden(self) -> npt.NDArray[np.bool_]:
+        return np.equal(self.decision, Decision.PAY_EMERGENCY_OVERRIDE)
 
 
 def outcome(decisions: Decisions) -> list[tuple[Decision, Reason]]:

@@ -1,5 +1,5 @@
-"""The scalar fast path (``StatusIndex.lookup_line``, ``decide_line``) answers
-exactly what the vectorised kernel answers, on random indexes and lines."""
+"""On random indexes and lines: the index's one-line lookup answers what its
+batch lookup answers, and the compiled claim path what the reference does."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from contract.codes import encode_practitioner
 from contract.days import iso_to_day
 from contract.domain import Status
 from gateway import servicer as servicer_module
-from gateway.decide import KEY_EMPTY, KEY_MALFORMED, Policy, decide_line, decide_lines
+from gateway.claimpath import PurePath
+from gateway.decide import KEY_EMPTY, KEY_MALFORMED, Policy
 from gateway.index import IndexHolder
 from gateway.servicer import EligibilityServicer
 from proto.eligibility.v1 import eligibility_pb2 as pb
@@ -64,59 +65,15 @@ def _key(which: int | str) -> int:
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    people(),
-    st.lists(line, min_size=1, max_size=12),
-    st.booleans(),
-    st.booleans(),
-    st.integers(-1, len(INSTITUTIONS)),
-    st.booleans(),
-    st.booleans(),
-)
+@given(people(), st.lists(line, min_size=1, max_size=12), st.integers(-1, len(INSTITUTIONS)))
 @pytest.mark.slow
-def test_decide_line_equals_decide_lines(
-    persons: list[Person],
-    lines: list[tuple[int | str, str, bool]],
-    pharmacy: bool,
-    principal_ok: bool,
-    institution_id: int,
-    check_at_institution: bool,
-    covers_terminated: bool,
+def test_lookup_line_equals_lookup(
+    persons: list[Person], lines: list[tuple[int | str, str, bool]], institution_id: int
 ) -> None:
+    """The index's two lookups (one line; a batch, for the ops tools) agree."""
     index = build_index(persons)
-    policy = Policy(check_at_institution, covers_terminated)
-    keys = [_key(which) for which, _, _ in lines]
-    days = [iso_to_day(date) for _, date, _ in lines]
-    emergency = [e for _, _, e in lines]
-    batch = decide_lines(
-        index,
-        policy,
-        pharmacy=pharmacy,
-        institution_id=institution_id,
-        principal_ok=principal_ok,
-        keys=np.array(keys, dtype=np.int64),
-        days=np.array(days, dtype=np.int64),
-        emergency=np.array(emergency, dtype=np.bool_),
-    )
-    for i, (key, day, em) in enumerate(zip(keys, days, emergency, strict=True)):
-        scalar = decide_line(
-            index,
-            policy,
-            pharmacy=pharmacy,
-            institution_id=institution_id,
-            principal_ok=principal_ok,
-            key=key,
-            day=day,
-            emergency=em,
-        )
-        vector = (
-            int(batch.decision[i]),
-            int(batch.reason[i]),
-            int(batch.status[i]),
-            int(batch.until_day[i]),
-        )
-        assert tuple(int(v) for v in scalar) == vector
-
+    for which, date, _ in lines:
+        key, day = _key(which), iso_to_day(date)
         rows = index.rows(np.array([key], dtype=np.int64))
         assert index.row_of(key) == int(rows[0])
         found = index.lookup(rows, np.array([day], dtype=np.int64), institution_id)
@@ -142,18 +99,25 @@ def test_an_empty_index_answers_the_scalar_path_too() -> None:
     st.sampled_from(INSTITUTIONS),
     st.sampled_from([*CODES, "N110105999999"]),
 )
-def test_the_servicer_answers_the_same_on_either_path(
+def test_the_compiled_path_answers_what_the_reference_answers(
     persons: list[Person],
     lines: list[tuple[int | str, str, bool]],
     pharmacy: bool,
     institution: str,
     principal: str,
 ) -> None:
-    """Small claims (scalar path, each distinct line decided once) and large
-    ones (vectorised kernel) get byte-identical responses."""
+    """The compiled claim path (gateway.kernel) and the reference
+    (gateway.reference, --pure-python) give byte-identical responses."""
     holder = IndexHolder()
     holder.swap(build_index(persons, version=3))
-    servicer = EligibilityServicer(holder, Policy(), max_lines_per_claim=100, overrides=_Sink())
+    compiled = EligibilityServicer(holder, Policy(), max_lines_per_claim=100, overrides=_Sink())
+    reference = EligibilityServicer(
+        holder,
+        Policy(),
+        max_lines_per_claim=100,
+        overrides=_Sink(),
+        path=PurePath(Policy(), 100),
+    )
     codes = {"unknown": "N110105999999", "malformed": "D1101-BAD", "empty": ""}
     request = pb.CheckClaimRequest(
         claim_id="C-1",
@@ -172,15 +136,7 @@ def test_the_servicer_answers_the_same_on_either_path(
         ],
     )
     today = iso_to_day("2026-01-01")
-    saved = servicer_module.SMALL_CLAIM_LINES, servicer_module.SMALL_CLAIM_DISTINCT
-    try:
-        servicer_module.SMALL_CLAIM_LINES = servicer_module.SMALL_CLAIM_DISTINCT = 10_000
-        scalar = _check(servicer, request, today)
-        servicer_module.SMALL_CLAIM_LINES = servicer_module.SMALL_CLAIM_DISTINCT = 0
-        vector = _check(servicer, request, today)
-    finally:
-        servicer_module.SMALL_CLAIM_LINES, servicer_module.SMALL_CLAIM_DISTINCT = saved
-    assert scalar == vector
+    assert _check(compiled, request, today) == _check(reference, request, today)
 
 
 class _Sink:

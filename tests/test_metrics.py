@@ -1,5 +1,5 @@
 """Prometheus metrics of the real gateway (``python -m gateway --metrics-port``),
-scraped over HTTP after real gRPC calls; plus the numpy counters on their own."""
+scraped over HTTP after real gRPC calls; plus the claim path's counters on their own."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ import time
 from collections.abc import Iterator
 
 import grpc
-import numpy as np
 import pytest
 import redis
 import redis.asyncio as aioredis
 
 from contract.changes import index_version
-from contract.domain import Decision, Reason
+from contract.domain import Status
 from contract.snapshot import Keys
 from contract.version import package_version
-from gateway.decide import Decisions
+from gateway.claimpath import ClaimPath, CompiledPath, PurePath
+from gateway.decide import Policy
 from gateway.feed import CHANGE_LAG_WINDOW_S, SnapshotFollower
 from gateway.index import IndexHolder
 from gateway.ops.metrics import LINES_BUCKETS, ClaimMetrics, GatewayMetrics
@@ -28,7 +28,7 @@ from gateway.ops.redis_process import free_port
 from loader.changes import publish_change
 from proto.eligibility.v1 import eligibility_pb2 as pb
 from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
-from tests.factory import Person, build_arrays
+from tests.factory import Person, build_arrays, build_index, day
 from tests.gateway_process import GatewayProcess
 from tests.ops_data import (
     ACTIVE,
@@ -236,33 +236,51 @@ def test_a_live_change_moves_the_version_but_not_the_snapshot_age(
     assert lag is not None and 0 <= lag < 60
 
 
-class _Request:
-    def __init__(self, amounts: list[int]) -> None:
-        self.lines = [pb.ClaimLine(amount_fen=a) for a in amounts]
+H1, P1 = "H11010500001", "P11010500001"
+SUSPENDED_CODE, PRINCIPAL = "D110105000003", "HY110105000001"
 
 
-def _decisions(pairs: list[tuple[Decision, Reason]]) -> Decisions:
-    n = len(pairs)
-    return Decisions(
-        decision=np.array([d for d, _ in pairs], dtype=np.uint8),
-        reason=np.array([r for _, r in pairs], dtype=np.uint8),
-        status=np.zeros(n, dtype=np.uint8),
-        until_day=np.zeros(n, dtype=np.uint16),
+def _claims() -> list[pb.CheckClaimRequest]:
+    hospital = pb.CheckClaimRequest(
+        claim_id="h",
+        institution_code=H1,
+        channel=pb.CHANNEL_HOSPITAL,
+        service_date=20250701,
+        lines=[
+            pb.ClaimLine(line_id="1", prescriber_code=SUSPENDED_CODE, amount_fen=10),
+            pb.ClaimLine(line_id="2", prescriber_code=SUSPENDED_CODE, amount_fen=20),
+            pb.ClaimLine(line_id="3", prescriber_code="D110105000001", amount_fen=30),
+            pb.ClaimLine(line_id="4", prescriber_code="D999999999999", amount_fen=40),
+        ],
     )
-
-
-def test_claim_metrics_count_pairs_amounts_and_sizes_with_numpy() -> None:
-    metrics = ClaimMetrics()
-    pairs = [
-        (Decision.REJECT, Reason.SUSPENDED),
-        (Decision.REJECT, Reason.SUSPENDED),
-        (Decision.PAY, Reason.OK),
-        (Decision.REJECT, Reason.NOT_REGISTERED),
-    ]
-    metrics.observe_claim(_Request([10, 20, 30, 40]), False, _decisions(pairs))
-    metrics.observe_claim(
-        _Request([7] * 1500), True, _decisions([(Decision.PAY, Reason.OK)] * 1500)
+    pharmacy = pb.CheckClaimRequest(
+        claim_id="p",
+        institution_code=P1,
+        channel=pb.CHANNEL_PHARMACY,
+        principal_code=PRINCIPAL,
+        service_date=20250701,
+        lines=[pb.ClaimLine(line_id=str(i), amount_fen=7) for i in range(1500)],
     )
+    return [hospital, pharmacy]
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "pure-python"])
+def test_claim_metrics_export_what_the_claim_path_counted(compiled: bool) -> None:
+    index = build_index(
+        [
+            Person("D110105000001", [(H1, "2020-01-01", None)]),
+            Person(
+                SUSPENDED_CODE,
+                [(H1, "2020-01-01", None)],
+                [("2025-06-01", Status.SUSPENDED, "2025-08-31")],
+            ),
+            Person(PRINCIPAL, [(P1, "2020-01-01", None)]),
+        ]
+    )
+    path: ClaimPath = (CompiledPath if compiled else PurePath)(Policy(), 2000)
+    for claim in _claims():
+        assert isinstance(path.check(index, claim.SerializeToString(), day("2026-01-01")), bytes)
+    metrics = ClaimMetrics(path.counters)
     families = {f.name: f for f in metrics.collect()}
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -280,10 +298,12 @@ def test_claim_metrics_count_pairs_amounts_and_sizes_with_numpy() -> None:
     assert sample(fen, **hospital, reason="SUSPENDED") == 30
     assert sample(fen, **hospital, reason="NOT_REGISTERED") == 40
     pharmacy = {"channel": "PHARMACY"}
+    assert sample(lines, **pharmacy, decision="PAY", reason="OK") == 1500
     assert sample("eligibility_claim_lines_sum", **pharmacy) == 1500
     top = str(float(LINES_BUCKETS[-1]))
     assert sample("eligibility_claim_lines_bucket", **pharmacy, le=top) == 0
     assert sample("eligibility_claim_lines_bucket", **pharmacy, le="+Inf") == 1
+    assert sample("eligibility_claim_lines_bucket", **hospital, le="2.0") == 0
     assert sample("eligibility_claim_lines_bucket", **hospital, le="5.0") == 1
 
 

@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from contract.snapshot import Keys
+from gateway.claimpath import CompiledPath
 from gateway.decide import Policy
 from gateway.feed import SnapshotFollower
 from gateway.index import IndexHolder
@@ -62,11 +63,12 @@ def exported_names() -> set[str]:
     audit = OverrideAudit(client, keys.overrides)
     follower = SnapshotFollower(client, keys, holder)
     follower.last_change_lag_s, follower.last_change_at = 0.01, time.time()  # one change
-    metrics = GatewayMetrics(holder, follower=follower, audit=audit)
+    path = CompiledPath(Policy(), 10)
+    metrics = GatewayMetrics(holder, follower=follower, audit=audit, counters=path.counters)
     assert holder.current is not None
     metrics.index_swapped(holder.current)
     servicer = EligibilityServicer(
-        holder, Policy(), max_lines_per_claim=10, overrides=audit, observer=metrics
+        holder, Policy(), max_lines_per_claim=10, overrides=audit, path=path
     )
     servicer.check_claim(hospital_claim("c", line(ACTIVE, "1"), line(SUSPENDED, "2", 5)))
     labels = ("eligibility.v1.EligibilityGateway", "CheckClaim")

@@ -338,9 +338,6 @@ PLANS: dict[str, Plan] = {
         expect="eligibility-gateway",
         reason="named as the program `--version` works on",
     ),
-    "python -m bench.metrics_overhead": HelpCheck(
-        ("python", "-m", "bench.metrics_overhead"), BENCH
-    ),
     "python -m bench.interceptor_overhead": HelpCheck(
         ("python", "-m", "bench.interceptor_overhead"), BENCH
     ),

@@ -10,8 +10,7 @@ import pytest
 from contract import errors
 from contract.domain import Status
 from contract.errors import IndexNotLoadedError, InvalidRequestError
-from gateway.claims import ParsedClaim
-from gateway.decide import Decisions, Policy
+from gateway.decide import Override, Policy
 from gateway.index import IndexHolder
 from gateway.servicer import STATUS_FOR_ERROR, EligibilityServicer, status_for
 from proto.eligibility.v1 import eligibility_pb2 as pb
@@ -36,14 +35,10 @@ class Recorded:
     def record(
         self,
         request: pb.CheckClaimRequest,
-        claim: ParsedClaim,
-        line_indexes: Sequence[int],
-        decisions: Decisions,
+        overrides: Sequence[Override],
         index_version: int,
     ) -> None:
-        self.lines += [
-            (request.lines[i].line_id, claim.days[i], index_version) for i in line_indexes
-        ]
+        self.lines += [(request.lines[i].line_id, day, index_version) for i, day, _ in overrides]
 
 
 @pytest.fixture

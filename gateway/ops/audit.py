@@ -64,9 +64,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from contract.days import day_to_yyyymmdd
-from contract.domain import Reason
-from gateway.claims import ParsedClaim
-from gateway.decide import Decisions
+from contract.domain import Channel, Reason
+from gateway.decide import Override
 from gateway.ops.identity import CLIENT_IDENTITY
 from gateway.ops.logs import REQUEST_ID
 from gateway.ops.spool import GENESIS, Entry, GroupCommitter, Spool, chain_hash, read_spool_dir
@@ -250,9 +249,7 @@ class OverrideAudit:
     def record(
         self,
         request: pb.CheckClaimRequest,
-        claim: ParsedClaim,
-        line_indexes: Sequence[int],
-        decisions: Decisions,
+        overrides: Sequence[Override],
         index_version: int,
     ) -> OverrideTicket | None:
         """One entry per overridden line, handed to the spool's committer (or,
@@ -260,11 +257,11 @@ class OverrideAudit:
         now = f"{time.time():.3f}"
         request_id = REQUEST_ID.get() or ""
         client_identity = CLIENT_IDENTITY.get()
-        channel = "PHARMACY" if claim.pharmacy else "HOSPITAL"
+        channel = "PHARMACY" if request.channel == Channel.PHARMACY else "HOSPITAL"
         institution = request.institution_code[:MAX_TEXT]
         claim_id = request.claim_id[:MAX_TEXT]
         entries: list[Entry] = []
-        for i in line_indexes:
+        for i, day, reason in overrides:
             line = request.lines[i]
             self._sequence += 1
             line_id = line.line_id[:MAX_TEXT]
@@ -278,8 +275,8 @@ class OverrideAudit:
                     "practitioner_code": line.prescriber_code[:MAX_TEXT],
                     "institution_code": institution,
                     "channel": channel,
-                    "service_date": str(day_to_yyyymmdd(claim.days[i])),
-                    "overridden_reason": Reason(int(decisions.reason[i])).name,
+                    "service_date": str(day_to_yyyymmdd(day)),
+                    "overridden_reason": Reason(reason).name,
                     "item_code": line.item_code[:MAX_TEXT],
                     "amount_fen": str(line.amount_fen),
                     "index_version": str(index_version),
@@ -293,7 +290,7 @@ class OverrideAudit:
             return None
         future = self.committer.submit(entries)
         future.add_done_callback(lambda f: self._committed(f, entries, pay=True))
-        return OverrideTicket(self, line_indexes, entries, future)
+        return OverrideTicket(self, [i for i, _, _ in overrides], entries, future)
 
     def mark_undelivered(self, entries: Sequence[Entry], why: str) -> None:
         """Follow-up entries: these attempts' answer never reached the client."""

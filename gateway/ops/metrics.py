@@ -5,10 +5,9 @@ Every label takes a value from a small closed set (RPC method names the
 server registered, gRPC status codes, the Decision / Reason / channel enums):
 never a practitioner, institution or claim id.
 
-Cheap on the decision path: ``ClaimMetrics.observe_claim`` adds one
-``np.bincount`` of the claim's (decision, reason) pairs into a numpy counter
-array, and a few integer adds; no per-line Python and no lock. The arrays
-are turned into metric families only when Prometheus scrapes (a custom
+Nothing on the decision path: the claim path counts lines, amounts and
+claim sizes into arrays itself (``gateway.claimpath.Counters``); they are
+turned into metric families only when Prometheus scrapes (a custom
 collector), as is the state of the index, the snapshot follower and the
 override audit. RPC latency, counts and in-flight requests are recorded by
 the server interceptor (``gateway.ops.interceptors``) with ordinary
@@ -21,19 +20,16 @@ counters, timestamps as ``_timestamp_seconds``.
 
 from __future__ import annotations
 
-import bisect
 import datetime as dt
 import itertools
 import platform
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence, Sized
+from collections.abc import Iterator, Mapping, Sized
 from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
 import grpc
-import numpy as np
-import numpy.typing as npt
 from prometheus_client import (
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
@@ -55,104 +51,31 @@ from prometheus_client.registry import Collector
 
 from contract.domain import Decision, Reason
 from contract.version import package_version
-from gateway.decide import Decisions
+from gateway.claimpath import LINES_BUCKETS, N_DECISIONS, N_REASONS, Counters
 from gateway.index import Index, IndexHolder
 
 NAMESPACE = "eligibility"
 
 CHANNELS = ("HOSPITAL", "PHARMACY")  # the channels a decided claim can have
-N_DECISIONS = len(Decision)
-N_REASONS = len(Reason)
-# Upper bounds of the lines-per-claim buckets: POS baskets to big HIS claims.
-LINES_BUCKETS: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
-UInt8s = npt.NDArray[np.uint8]
-_REJECT = int(Decision.REJECT)  # the byte searched for in a claim's decision array
 # RPC latency buckets (seconds): the gateway aims at well under a millisecond.
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
 )  # fmt: skip
 
 
-class RequestLike(Protocol):
-    """What observe_claim reads of a CheckClaimRequest: the lines' amounts."""
-
-    @property
-    def lines(self) -> Sequence[LineAmount]: ...
-
-
-class LineAmount(Protocol):
-    @property
-    def amount_fen(self) -> int: ...
-
-
 class ClaimMetrics:
     """Per-claim counters, exported at scrape time.
 
-    The decision path only appends the claim's decision and reason arrays to
-    a batch (under an uncontended lock); every ``FLUSH_EVERY`` claims, and at
-    each scrape, the batch is concatenated and counted with one
-    ``np.bincount`` per channel, so the numpy work per claim is a small
-    fraction of a microsecond. Lines per claim are counted in plain integers;
-    the amounts of rejected lines are read only from claims that have one
-    (a byte test on the decision array finds them).
+    The claim path counts every decided claim itself, into arrays
+    (``gateway.claimpath.Counters``: in the compiled path, C integer adds),
+    so nothing is done per call in Python for these; a scrape reads the
+    arrays (a torn read can only be a count or two behind).
     """
 
-    FLUSH_EVERY = 256
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.lines: npt.NDArray[np.int64] = np.zeros(
-            (len(CHANNELS), N_DECISIONS * N_REASONS), dtype=np.int64
-        )
-        self.rejected_fen = [[0] * N_REASONS for _ in CHANNELS]
-        # Per channel: one count per bucket (the last one is +Inf), not cumulative.
-        self.claim_buckets = [[0] * (len(LINES_BUCKETS) + 1) for _ in CHANNELS]
-        self.claim_lines_sum = [0, 0]
-        self._decisions: tuple[list[UInt8s], list[UInt8s]] = ([], [])
-        self._reasons: tuple[list[UInt8s], list[UInt8s]] = ([], [])
-        self._batched = 0
-
-    def observe_claim(self, request: RequestLike, pharmacy: bool, decisions: Decisions) -> None:
-        """Count one decided claim: its lines by (decision, reason), its size,
-        and the amount of its rejected lines by reason."""
-        channel = 1 if pharmacy else 0
-        decision = decisions.decision
-        n = len(decision)
-        with self._lock:
-            self._decisions[channel].append(decision)
-            self._reasons[channel].append(decisions.reason)
-            self.claim_buckets[channel][bisect.bisect_left(LINES_BUCKETS, n)] += 1
-            self.claim_lines_sum[channel] += n
-            self._batched += 1
-            if self._batched >= self.FLUSH_EVERY:
-                self._flush()
-            raw = decision.tobytes()
-            i = raw.find(_REJECT)
-            if i >= 0:  # only claims with a rejected line read amounts
-                lines = request.lines
-                reasons = decisions.reason.tobytes()
-                fen = self.rejected_fen[channel]
-                while i >= 0:
-                    fen[reasons[i]] += lines[i].amount_fen
-                    i = raw.find(_REJECT, i + 1)
-
-    def _flush(self) -> None:
-        """Count the batched claims (the caller holds the lock)."""
-        for channel in range(len(CHANNELS)):
-            if self._decisions[channel]:
-                decision = np.concatenate(self._decisions[channel])
-                reason = np.concatenate(self._reasons[channel])
-                # decision * N_REASONS + reason < 36: stays in uint8.
-                pairs = decision * np.uint8(N_REASONS)
-                pairs += reason
-                self.lines[channel] += np.bincount(pairs, minlength=N_DECISIONS * N_REASONS)
-                self._decisions[channel].clear()
-                self._reasons[channel].clear()
-        self._batched = 0
+    def __init__(self, counters: Counters | None = None) -> None:
+        self.counters = counters
 
     def collect(self) -> Iterator[Metric]:
-        with self._lock:
-            self._flush()
         lines = CounterMetricFamily(
             f"{NAMESPACE}_lines_decided",
             "Claim lines decided, by decision, reason and channel.",
@@ -174,7 +97,17 @@ class ClaimMetrics:
             labels=("channel",),
         )
         for c, channel in enumerate(CHANNELS):
-            counts = self.lines[c].tolist()
+            counters = self.counters
+            if counters is None:
+                counts = [0] * (N_DECISIONS * N_REASONS)
+                amounts = [0] * N_REASONS
+                sizes = [0] * (len(LINES_BUCKETS) + 1)
+                lines_sum = 0
+            else:
+                counts = counters.lines_decided[c].tolist()
+                amounts = counters.rejected_fen[c].tolist()
+                sizes = counters.claim_buckets[c].tolist()
+                lines_sum = int(counters.claim_lines_sum[c])
             for d in Decision:
                 for r in Reason:
                     value = counts[d * N_REASONS + r]
@@ -183,16 +116,15 @@ class ClaimMetrics:
             for r in (Reason.SUSPENDED, Reason.TERMINATED):
                 value = counts[Decision.PAY_EMERGENCY_OVERRIDE * N_REASONS + r]
                 overrides.add_metric((r.name, channel), value)
-            amounts = self.rejected_fen[c]
             for r in Reason:
                 if amounts[r]:
                     rejected.add_metric((r.name, channel), amounts[r])
-            cumulative = list(itertools.accumulate(self.claim_buckets[c]))
+            cumulative = list(itertools.accumulate(sizes))
             buckets = [
                 (str(float(b)), float(v)) for b, v in zip(LINES_BUCKETS, cumulative, strict=False)
             ]
             buckets.append(("+Inf", float(cumulative[-1])))
-            claim_lines.add_metric((channel,), buckets, float(self.claim_lines_sum[c]))
+            claim_lines.add_metric((channel,), buckets, float(lines_sum))
         yield from (lines, overrides, rejected, claim_lines)
 
 
@@ -280,6 +212,7 @@ class StateCollector(Collector):
         self.claims = claims
         self.loaded_at: float | None = None  # when the snapshot deciding now was loaded
         self.unsigned_allowed = False  # started with --allow-unsigned
+        self.pure_python = False  # started with --pure-python
         self._loaded_snapshot = 0
 
     def index_swapped(self, index: Index) -> None:
@@ -303,6 +236,11 @@ class StateCollector(Collector):
         )
         build.add_metric(tuple(info.values()), 1)
         yield build
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_pure_python",
+            "1 if started with --pure-python: claims are decided by the slow Python reference.",
+            value=1 if self.pure_python else 0,
+        )
         yield GaugeMetricFamily(
             f"{NAMESPACE}_unsigned_data_allowed",
             "1 if started with --allow-unsigned: published data is not verified.",
@@ -516,13 +454,15 @@ class GatewayMetrics:
         *,
         follower: FollowerState | None = None,
         audit: AuditState | None = None,
+        counters: Counters | None = None,
     ) -> None:
+        """``counters``: the claim path's (``gateway.claimpath.ClaimPath.counters``)."""
         # No *_created series beside every counter and histogram: Prometheus
         # does not use them, and they doubled the series count (issue 13).
         # A switch of prometheus_client's for the whole process.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
-        self.claims = ClaimMetrics()
+        self.claims = ClaimMetrics(counters)
         self.state = StateCollector(holder, follower, audit, self.claims)
         self.registry.register(self.state)
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
@@ -560,9 +500,6 @@ class GatewayMetrics:
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         self.port: int | None = None
-
-    def observe_claim(self, request: RequestLike, pharmacy: bool, decisions: Decisions) -> None:
-        self.claims.observe_claim(request, pharmacy, decisions)
 
     def index_swapped(self, index: Index) -> None:
         self.state.index_swapped(index)
