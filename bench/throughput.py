@@ -59,9 +59,9 @@ class Scenario:
 
 
 SCENARIOS = (
-    Scenario("unary 1-line", "unary", 1, 0.90),
-    Scenario("unary 20-line", "unary", 20, 0.80),
-    Scenario("stream 20-line", "stream", 20, 0.80),
+    Scenario("unary 1-line", "unary", 1, 0.95),
+    Scenario("unary 20-line", "unary", 20, 0.90),
+    Scenario("stream 20-line", "stream", 20, 0.85),
 )
 
 

@@ -29,7 +29,7 @@ from gateway.index import Index, IndexHolder
 from gateway.ops.audit import OverrideAudit, spool_dir_for
 from gateway.ops.disk_cache import SnapshotCache
 from gateway.ops.identity import IdentityMap
-from gateway.ops.interceptors import ObservabilityInterceptor
+from gateway.ops.interceptors import ObservabilityInterceptor, WrappedServer
 from gateway.ops.limits import LimitsInterceptor
 from gateway.ops.metrics import GatewayMetrics, build_info
 from gateway.ops.shared_index import SharedSnapshots
@@ -152,10 +152,13 @@ def build_server(
         # first, each kind within its own limit, so this is reached only by
         # health checks beyond HEALTH_HEADROOM at once.
         maximum_concurrent_rpcs=backstop,
-        # Metrics outermost: they see the calls the limits refuse.
-        interceptors=(
-            [ObservabilityInterceptor(metrics), limits] if metrics is not None else [limits]
-        ),
+    )
+    # Every handler wrapped once, at registration (not grpc interceptors: those
+    # cost every call; gateway.ops.interceptors.WrappedServer). Metrics
+    # outermost: they see the calls the limits refuse.
+    registry = WrappedServer(
+        server,
+        (ObservabilityInterceptor(metrics.rpcs), limits) if metrics is not None else (limits,),
     )
     servicer = EligibilityServicer(
         holder,
@@ -172,10 +175,10 @@ def build_server(
             else None
         ),
     )
-    add_servicer_to_server(servicer, server)
+    add_servicer_to_server(servicer, registry)  # type: ignore[arg-type]  # a wrapping proxy
     health_servicer = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registry)  # type: ignore[arg-type]
+    enable_reflection((SERVICE_NAME, health.SERVICE_NAME), registry)  # type: ignore[arg-type]
     address = f"{settings.host}:{settings.port}"
     credentials = server_credentials(settings)
     try:

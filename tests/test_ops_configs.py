@@ -71,10 +71,9 @@ def exported_names() -> set[str]:
         holder, Policy(), max_lines_per_claim=10, overrides=audit, path=path
     )
     servicer.check_claim(hospital_claim("c", line(ACTIVE, "1"), line(SUSPENDED, "2", 5)))
-    labels = ("eligibility.v1.EligibilityGateway", "CheckClaim")
-    metrics.rpc_seconds.labels(*labels).observe(0.001)
-    metrics.rpcs.labels(*labels, "OK").inc()
-    metrics.in_flight.labels(*labels).inc()
+    method = metrics.rpcs.method("eligibility.v1.EligibilityGateway", "CheckClaim")
+    metrics.rpcs.finished(method, 0.001, "OK")
+    metrics.rpcs.in_flight[method] += 1
     return {s.name for family in metrics.registry.collect() for s in family.samples}
 
 

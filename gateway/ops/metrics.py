@@ -20,6 +20,7 @@ counters, timestamps as ``_timestamp_seconds``.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import itertools
 import platform
@@ -35,9 +36,6 @@ from prometheus_client import (
     PLATFORM_COLLECTOR,
     PROCESS_COLLECTOR,
     CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
     disable_created_metrics,
     start_http_server,
 )
@@ -61,6 +59,78 @@ CHANNELS = ("HOSPITAL", "PHARMACY")  # the channels a decided claim can have
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
 )  # fmt: skip
+
+
+class RpcStats(Collector):
+    """RPC latency, counts by status code, calls in flight and stream messages,
+    per method, in plain lists: recording a call is a few list-item adds (no
+    lock: every call runs on the event loop's thread; a scrape from the
+    metrics thread may read a count or two behind). prometheus_client's
+    Histogram and Counter take a lock and cost a few µs per call each, as
+    much as the whole decision of a claim (bench/RESULTS.md, issue 14).
+    Exported at scrape time."""
+
+    def __init__(self) -> None:
+        self.methods: list[tuple[str, str]] = []  # (service, method) per method id
+        self.in_flight: list[int] = []
+        self.buckets: list[list[int]] = []  # per LATENCY_BUCKETS bound, +Inf last; not cumulative
+        self.seconds: list[float] = []
+        self.codes: list[dict[str, int]] = []
+        self.messages: list[int] = []
+
+    def method(self, service: str, method: str) -> int:
+        """The id to record the calls of ``/service/method`` under (one per method)."""
+        if (service, method) in self.methods:
+            return self.methods.index((service, method))
+        self.methods.append((service, method))
+        self.in_flight.append(0)
+        self.buckets.append([0] * (len(LATENCY_BUCKETS) + 1))
+        self.seconds.append(0.0)
+        self.codes.append({})
+        self.messages.append(0)
+        return len(self.methods) - 1
+
+    def finished(self, m: int, seconds: float, code: str) -> None:
+        """One call of method ``m`` ended with ``code`` after ``seconds``."""
+        self.buckets[m][bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.seconds[m] += seconds
+        codes = self.codes[m]
+        codes[code] = codes.get(code, 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        seconds = HistogramMetricFamily(
+            f"{NAMESPACE}_rpc_duration_seconds",
+            "Time to answer an RPC, from the server's first sight of it to its status; "
+            "a stream counts from open to close.",
+            labels=("service", "method"),
+        )
+        rpcs = CounterMetricFamily(
+            f"{NAMESPACE}_rpcs",
+            "RPCs finished, by method and gRPC status code.",
+            labels=("service", "method", "code"),
+        )
+        in_flight = GaugeMetricFamily(
+            f"{NAMESPACE}_rpcs_in_flight",
+            "RPCs being answered now, by method.",
+            labels=("service", "method"),
+        )
+        messages = CounterMetricFamily(
+            f"{NAMESPACE}_stream_messages",
+            "Responses sent on streaming RPCs, by method.",
+            labels=("service", "method"),
+        )
+        for m, labels in enumerate(list(self.methods)):
+            cumulative = list(itertools.accumulate(self.buckets[m]))
+            buckets = [
+                (str(b), float(v)) for b, v in zip(LATENCY_BUCKETS, cumulative, strict=False)
+            ]
+            buckets.append(("+Inf", float(cumulative[-1])))
+            seconds.add_metric(labels, buckets, self.seconds[m])
+            for code, count in list(self.codes[m].items()):
+                rpcs.add_metric((*labels, code), count)
+            in_flight.add_metric(labels, self.in_flight[m])
+            messages.add_metric(labels, self.messages[m])
+        yield from (seconds, rpcs, in_flight, messages)
 
 
 class ClaimMetrics:
@@ -467,36 +537,8 @@ class GatewayMetrics:
         self.registry.register(self.state)
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             self.registry.register(collector)
-        self.rpc_seconds = Histogram(
-            "rpc_duration_seconds",
-            "Time to answer an RPC, from the server's first sight of it to its status; "
-            "a stream counts from open to close.",
-            ("service", "method"),
-            namespace=NAMESPACE,
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.rpcs = Counter(
-            "rpcs",
-            "RPCs finished, by method and gRPC status code.",
-            ("service", "method", "code"),
-            namespace=NAMESPACE,
-            registry=self.registry,
-        )
-        self.in_flight = Gauge(
-            "rpcs_in_flight",
-            "RPCs being answered now, by method.",
-            ("service", "method"),
-            namespace=NAMESPACE,
-            registry=self.registry,
-        )
-        self.stream_messages = Counter(
-            "stream_messages",
-            "Responses sent on streaming RPCs, by method.",
-            ("service", "method"),
-            namespace=NAMESPACE,
-            registry=self.registry,
-        )
+        self.rpcs = RpcStats()
+        self.registry.register(self.rpcs)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         self.port: int | None = None
