@@ -14,7 +14,8 @@ ARG PYTHON_IMAGE=python:3.11-slim
 
 # ---- build: the project and its dependencies into /opt/venv -----------------
 FROM ${PYTHON_IMAGE} AS build
-# A compiler for any dependency without a wheel for this platform (grpcio,
+# A compiler for the compiled claim path (gateway/kernel.pyx) and for any
+# dependency without a wheel for this platform (grpcio,
 # numpy, pyarrow, hiredis, orjson and cryptography ship manylinux wheels for
 # amd64 and arm64; elsewhere pip builds them here, never in the runtime image).
 RUN apt-get update \
@@ -24,16 +25,18 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY contract contract
 COPY gateway gateway
 COPY loader loader
 COPY proto proto
 # A regular (not editable) install: the code lives in the venv's site-packages,
 # byte-compiled once here so that the read-only runtime writes no .pyc files.
+# setup.py compiles the claim path (gateway/kernel.pyx, Cython) here, with
+# build-essential; the import check fails the build if it is missing.
 RUN pip install . \
  && python -m compileall -q /opt/venv/lib \
- && python -c "import gateway.server, loader.cli, gateway.ops.cli"
+ && python -c "import gateway.server, gateway.kernel, loader.cli, gateway.ops.cli"
 
 # ---- runtime: the venv, the health check, a non-root user -------------------
 FROM ${PYTHON_IMAGE} AS runtime

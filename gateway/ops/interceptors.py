@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import logging
 import re
 import secrets
@@ -48,12 +49,18 @@ else:
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
 
 
+# New request ids: this process's random prefix and a counter (unique across
+# gateways and restarts without a call to the OS's random source per RPC).
+_ID_PREFIX = secrets.token_hex(4)
+_ids = itertools.count(1)
+
+
 def request_id_of(context: Context) -> str:
     """The client's ``x-request-id`` when it is well-formed, else a new one."""
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_KEY and isinstance(value, str) and _VALID_ID.fullmatch(value):
             return value
-    return secrets.token_hex(8)
+    return f"{_ID_PREFIX}{next(_ids):08x}"
 
 
 def _code_of(context: Context, exc: BaseException | None) -> grpc.StatusCode:

@@ -97,7 +97,7 @@ class LimitsInterceptor(WrappingInterceptor):
             return grpc.unary_stream_rpc_method_handler(behavior, **kwargs)
         return grpc.stream_stream_rpc_method_handler(behavior, **kwargs)
 
-    async def _check_size(self, data: bytes, context: Context) -> None:
+    async def _refuse_size(self, data: bytes, context: Context) -> None:
         if len(data) > self.max_response_bytes:
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -114,7 +114,8 @@ class LimitsInterceptor(WrappingInterceptor):
             slots.in_use += 1
             try:
                 data = serialize(await behavior(request, context))
-                await self._check_size(data, context)
+                if len(data) > self.max_response_bytes:
+                    await self._refuse_size(data, context)
                 return data
             finally:
                 slots.in_use -= 1
@@ -136,7 +137,8 @@ class LimitsInterceptor(WrappingInterceptor):
                 async with aclosing(behavior(request, context)) as responses:
                     async for response in responses:
                         data = serialize(response)
-                        await self._check_size(data, context)
+                        if len(data) > self.max_response_bytes:
+                            await self._refuse_size(data, context)
                         yield data
             finally:
                 slots.in_use -= 1
