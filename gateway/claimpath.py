@@ -124,7 +124,12 @@ def view_of(index: Index) -> Any:
     else:
         raise TypeError(f"no compiled view of {type(index).__name__}")
     if base.packed is None:
-        base.packed = kernel.PackedIndex(base.arrays)
+        if base.share_packed is None:
+            base.packed = kernel.PackedIndex(base.arrays)
+        else:  # several workers: one table for all, in shared memory
+            arrays = base.arrays
+            table = base.share_packed(lambda: kernel.PackedIndex(arrays).table_words)
+            base.packed = kernel.PackedIndex(arrays, table)
     packed_overlay = (
         kernel.PackedIndex(overlay.arrays) if overlay is not None and len(overlay) else None
     )

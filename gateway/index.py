@@ -130,6 +130,9 @@ class StatusIndex:
         # of this index (gateway.claimpath: built once, when the index is swapped in).
         self.packed: Any = None
         self.compiled: Any = None
+        # With --workers: maps the packed table from the workers' shared file
+        # (gateway.ops.shared_index.SharedSnapshots.share_table); None: build it.
+        self.share_packed: Callable[[Callable[[], Any]], Any] | None = None
         # Fast path: memoryviews of the same bytes for the scalar lookups of
         # small claims; indexing one yields a Python int in ~40 ns, where a
         # numpy call costs ~1 µs (bisect over them: ~1.5 µs per lookup).

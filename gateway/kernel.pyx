@@ -129,6 +129,32 @@ def _zeroed_table(Py_ssize_t words):
     return np.frombuffer(memory, dtype=np.uint64)
 
 
+def _check_table(table, Py_ssize_t words, Py_ssize_t n, Py_ssize_t n_inst, Py_ssize_t n_st):
+    """Refuse a table that does not fit its arrays: every record's key slot
+    used once per practitioner, every institution, row and status position in
+    range (a damaged shared file must not make a lookup read out of bounds)."""
+    if table.dtype != np.uint64 or table.ndim != 1 or len(table) != words:
+        raise ValueError(f"packed table: {table.dtype}[{len(table)}], expected uint64[{words}]")
+    w0 = table[0::2]
+    w1 = table[1::2]
+    used = w0 != 0
+    if int(np.count_nonzero(used)) != n:
+        raise ValueError("packed table: not one record per practitioner")
+    flags = w0[used] >> np.uint64(FLAG_SHIFT)
+    low = w1[used] & np.uint64(0xFFFFFFFF)
+    high = w1[used] >> np.uint64(32)
+    simple = flags == SIMPLE
+    if np.any((flags != 0) & ~simple):
+        raise ValueError("packed table: unknown record flags")
+    if np.any(simple & (low >= np.uint64(max(n_inst, 1)))):
+        raise ValueError("packed table: an institution out of range")
+    complex_ = ~simple
+    if np.any(complex_ & (low >= np.uint64(n))):
+        raise ValueError("packed table: a row out of range")
+    if np.any(complex_ & (high != np.uint64(0xFFFFFFFF)) & (high >= np.uint64(n_st))):
+        raise ValueError("packed table: a status position out of range")
+
+
 cdef class PackedIndex:
     """One snapshot's (or one overlay's) arrays, and a hash table of packed
     per-practitioner records over them.
@@ -156,8 +182,11 @@ cdef class PackedIndex:
     cdef uint64_t nslots
     cdef Py_ssize_t n, n_inst, n_st
 
-    def __init__(self, arrays):
-        """``arrays``: a snapshot's arrays that passed ``contract.snapshot.validate_arrays``."""
+    def __init__(self, arrays, table=None):
+        """``arrays``: a snapshot's arrays that passed ``contract.snapshot.validate_arrays``;
+        ``table``: the table another PackedIndex of the same arrays built
+        (``.table_words``: the workers of a gateway share one, gateway.ops.shared_index),
+        checked so that no record can point outside the arrays."""
         self.arrays = arrays
         self.codes = arrays["prac_codes"]
         self.reg_offsets = arrays["reg_offsets"]
@@ -172,10 +201,22 @@ cdef class PackedIndex:
         self.n_inst = self.inst_codes.shape[0]
         self.n_st = self.st_key.shape[0]
         self.nslots = <uint64_t>(self.n + self.n // 2 + 8)
+        cdef const uint64_t[::1] view
+        if table is not None:
+            _check_table(table, 2 * self.nslots, self.n, self.n_inst, self.n_st)
+            self._table = table
+            view = table
+            self.table = <uint64_t *>&view[0]  # read only from here on
+            return
         self._table = _zeroed_table(2 * self.nslots)
-        cdef uint64_t[::1] view = self._table
-        self.table = &view[0]
+        view = self._table
+        self.table = <uint64_t *>&view[0]
         self._build()
+
+    @property
+    def table_words(self):
+        """The hash table (uint64 words, two per slot), to share with other processes."""
+        return self._table
 
     @property
     def nbytes(self):

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 from contract.snapshot import empty_arrays
+from gateway import kernel  # type: ignore[attr-defined]  # compiled: no stubs
 from gateway.index import StatusIndex
 from gateway.ops.shared_index import SharedSnapshots
 from tests.factory import Person, build_arrays
@@ -62,3 +65,24 @@ def test_a_worker_that_loses_the_race_maps_the_winners_file(tmp_path: Path) -> N
     assert (tmp_path / "snapshot-4.bin").stat().st_ino == inode
     assert [p.name for p in tmp_path.iterdir()] == ["snapshot-4.bin"]
     assert winner["prac_codes"].tolist() == layout_arrays["prac_codes"].tolist()
+
+
+def test_workers_share_one_packed_table_and_a_damaged_one_is_refused(tmp_path: Path) -> None:
+    """The compiled claim path's hash table is built by the first worker only,
+    mapped read-only by the others, and checked against the arrays."""
+    arrays = SharedSnapshots(tmp_path).share(build_arrays(PEOPLE), 7)
+    built: list[int] = []
+
+    def build() -> npt.NDArray[np.uint64]:
+        built.append(1)
+        return kernel.PackedIndex(arrays).table_words  # type: ignore[no-any-return]
+
+    first = SharedSnapshots(tmp_path).share_table(7, build)
+    second = SharedSnapshots(tmp_path).share_table(7, build)
+    assert len(built) == 1 and not second.flags.writeable
+    assert first.tolist() == second.tolist()
+    kernel.PackedIndex(arrays, second)  # fits its arrays
+    damaged = np.array(second)
+    damaged[1::2][damaged[0::2] != 0] = 10**6  # institutions out of range
+    with pytest.raises(ValueError, match="out of range"):
+        kernel.PackedIndex(arrays, damaged)

@@ -21,10 +21,16 @@ belongs to the parent process, which removes it when the workers are done.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from contract.errors import SnapshotError
 from contract.snapshot import Arrays, read_arrays_file, write_arrays_file
@@ -33,7 +39,9 @@ _FILE = re.compile(r"^snapshot-(\d+)\.bin$")
 
 
 class SharedSnapshots:
-    """Snapshot arrays shared through files in ``directory`` (on tmpfs)."""
+    """Snapshot arrays shared through files in ``directory`` (on tmpfs), and
+    the compiled claim path's packed table of each (``packed-V.bin``, same
+    write-once rules): built by one worker, mapped by all."""
 
     def __init__(self, directory: Path | str) -> None:
         self.directory = Path(directory)
@@ -52,6 +60,28 @@ class SharedSnapshots:
             if mapped is None:
                 raise SnapshotError(f"{path}: the shared file just written is unreadable")
         return mapped
+
+    def packed_path(self, version: int) -> Path:
+        return self.directory / f"packed-{version}.bin"
+
+    def share_table(self, version: int, build: Callable[[], npt.NDArray[np.uint64]]) -> Any:
+        """The packed table of ``version``, memory-mapped read-only from its shared
+        file (``build()`` and written if missing). The caller checks it against
+        its arrays (``gateway.kernel.PackedIndex(arrays, table)``)."""
+        path = self.packed_path(version)
+        if not path.exists():
+            table = build()
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".packed-", dir=self.directory)
+            staged = Path(tmp)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(memoryview(table).cast("B"))
+                with contextlib.suppress(FileExistsError):  # another worker's is the same
+                    os.link(staged, path)
+            finally:
+                staged.unlink(missing_ok=True)
+        return np.memmap(path, dtype=np.uint64, mode="r")
 
     @staticmethod
     def _map(path: Path, version: int) -> Arrays | None:
@@ -90,3 +120,4 @@ class SharedSnapshots:
         older = [v for v in versions if v < version]
         for stale in older[:-1]:  # keep the one just before: a worker may still read it
             self.path(stale).unlink(missing_ok=True)
+            self.packed_path(stale).unlink(missing_ok=True)
