@@ -51,6 +51,7 @@ LINES_BUCKETS: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 N_DECISIONS = len(Decision)
 N_REASONS = len(Reason)
 Int64s = npt.NDArray[np.int64]
+INT64_MAX = 2**63 - 1
 
 
 class Counters(Protocol):
@@ -167,11 +168,12 @@ class PurePath:
             return PUNT
         except InvalidRequestError:
             return INVALID
-        channel = 1 if request.channel == Channel.PHARMACY else 0
+        channel = 1 if int(request.channel) == Channel.PHARMACY else 0
         for line, decided in zip(request.lines, response.lines, strict=True):
             self.lines_decided[channel, decided.decision * N_REASONS + decided.reason] += 1
-            if decided.decision == Decision.REJECT:
-                self.rejected_fen[channel, decided.reason] += line.amount_fen
+            if int(decided.decision) == Decision.REJECT:  # saturating, as the kernel's
+                total = int(self.rejected_fen[channel, decided.reason]) + line.amount_fen
+                self.rejected_fen[channel, decided.reason] = min(total, INT64_MAX)
         n = len(request.lines)
         self.claim_buckets[channel, sum(1 for b in LINES_BUCKETS if n > b)] += 1
         self.claim_lines_sum[channel] += n

@@ -84,6 +84,7 @@ DEF BLOCK = 32  # lines whose index reads are issued together (IndexView.lookup_
 
 cdef uint64_t KEY_MASK = 0x00FFFFFFFFFFFFFFULL
 cdef uint64_t LOW32 = 0xFFFFFFFFULL
+cdef int64_t INT64_MAX = 0x7FFFFFFFFFFFFFFFLL
 cdef uint64_t NO_STATUS = 0xFFFFFFFFULL  # in a record: no status change point
 cdef uint64_t MAX_TAG = 0xFFFFFFFFULL
 cdef int64_t P_SCALE = 1000000000000LL  # 10**12: contract.codes
@@ -558,6 +559,15 @@ cdef inline uint64_t read_varint(Reader *r) noexcept nogil:
     return 0
 
 
+cdef inline uint64_t read_short_varint(Reader *r) noexcept nogil:
+    """A tag or a length: upb refuses one written in more than 5 bytes."""
+    cdef const uint8_t *start = r.p
+    cdef uint64_t value = read_varint(r)
+    if r.p - start > 5:
+        r.bad = True
+    return value
+
+
 cdef inline bint skip_field(Reader *r, uint32_t wire) noexcept nogil:
     """Skip an unknown field's value; False (and PUNT) for groups and bad types."""
     cdef uint64_t n
@@ -568,7 +578,7 @@ cdef inline bint skip_field(Reader *r, uint32_t wire) noexcept nogil:
             r.bad = True
         r.p += 8
     elif wire == 2:
-        n = read_varint(r)
+        n = read_short_varint(r)
         if r.bad or n > <uint64_t>(r.end - r.p):
             r.bad = True
             return False
@@ -583,7 +593,7 @@ cdef inline bint skip_field(Reader *r, uint32_t wire) noexcept nogil:
 
 
 cdef inline bint read_bytes(Reader *r, const uint8_t **p, Py_ssize_t *n) noexcept nogil:
-    cdef uint64_t length = read_varint(r)
+    cdef uint64_t length = read_short_varint(r)
     if r.bad or length > <uint64_t>(r.end - r.p):
         r.bad = True
         return False
@@ -655,7 +665,7 @@ cdef inline bint parse_line(const uint8_t *p, Py_ssize_t n, Line *line) noexcept
     line.emergency = False
     line.amount_fen = 0
     while r.p < r.end:
-        tag = read_varint(&r)
+        tag = read_short_varint(&r)
         if r.bad or tag > MAX_TAG:
             return False
         field = <uint32_t>(tag >> 3)
@@ -789,7 +799,7 @@ cdef class ClaimKernel:
         r.end = p + size
         r.bad = False
         while r.p < r.end:
-            tag = read_varint(&r)
+            tag = read_short_varint(&r)
             if r.bad or tag > MAX_TAG:
                 return PUNT
             field = <uint32_t>(tag >> 3)
@@ -863,7 +873,7 @@ cdef class ClaimKernel:
         r.bad = False
         i = 0
         while r.p < r.end:
-            tag = read_varint(&r)
+            tag = read_short_varint(&r)
             field = <uint32_t>(tag >> 3)
             wire = <uint32_t>(tag & 7)
             if field == 6 and wire == 2:
@@ -978,7 +988,11 @@ cdef class ClaimKernel:
             self._lines_decided[ch, decision * N_REASONS + reason] += 1
             if decision == D_REJECT:
                 rejected += 1
-                self._rejected_fen[ch, reason] += line.amount_fen
+                # Saturating: a counter must never wrap (amounts up to 2**63 - 1 each).
+                if line.amount_fen > INT64_MAX - self._rejected_fen[ch, reason]:
+                    self._rejected_fen[ch, reason] = INT64_MAX
+                else:
+                    self._rejected_fen[ch, reason] += line.amount_fen
         if view.version:
             o[0] = 0x18
             o = put_varint(o + 1, view.version)

@@ -38,7 +38,6 @@ from gateway.decide import Override, Policy
 from gateway.index import Index, IndexHolder
 from gateway.ops.identity import CLIENT_IDENTITY, Client, IdentityMap, peer_names
 from proto.eligibility.v1 import eligibility_pb2 as pb
-from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +192,10 @@ def add_servicer_to_server(servicer: EligibilityServicer, server: grpc.aio.Serve
     server.add_registered_method_handlers(name, handlers)  # type: ignore[attr-defined]  # not in the stubs
 
 
-class EligibilityServicer(pb_grpc.EligibilityGatewayServicer):
+class EligibilityServicer:
+    """The EligibilityGateway service; the claim methods on wire bytes
+    (registered by ``add_servicer_to_server``, not the generated helper)."""
+
     def __init__(
         self,
         holder: IndexHolder,
@@ -350,6 +352,7 @@ class EligibilityServicer(pb_grpc.EligibilityGatewayServicer):
                 raise EligibilityError("internal error: the request could not be decided")
             if isinstance(result, bytes):
                 return result, None
+        assert isinstance(result, tuple)  # bytes and PUNT / INVALID were answered above
         response, overrides = result
         if request is None:
             request = pb.CheckClaimRequest.FromString(data)

@@ -19,11 +19,11 @@ from contract.changes import index_version
 from contract.domain import Status
 from contract.snapshot import Keys
 from contract.version import package_version
-from gateway.claimpath import ClaimPath, CompiledPath, PurePath
+from gateway.claimpath import LINES_BUCKETS, ClaimPath, CompiledPath, PurePath
 from gateway.decide import Policy
 from gateway.feed import CHANGE_LAG_WINDOW_S, SnapshotFollower
 from gateway.index import IndexHolder
-from gateway.ops.metrics import LINES_BUCKETS, ClaimMetrics, GatewayMetrics
+from gateway.ops.metrics import ClaimMetrics, GatewayMetrics
 from gateway.ops.redis_process import free_port
 from loader.changes import publish_change
 from proto.eligibility.v1 import eligibility_pb2 as pb

@@ -42,9 +42,11 @@ _SERVER_FAULTS = frozenset(
 Context = grpc.aio.ServicerContext[Any, Any]
 if TYPE_CHECKING:  # generic in the stubs only
     Handler = grpc.RpcMethodHandler[Any, Any]
+    GenericHandler = grpc.GenericRpcHandler[Any, Any]
     _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
 else:
     Handler = grpc.RpcMethodHandler
+    GenericHandler = grpc.GenericRpcHandler
     _Interceptor = grpc.aio.ServerInterceptor
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
 
@@ -165,7 +167,7 @@ class WrappedServer:
             handler = wrapper.wrap(method, handler)
         return handler
 
-    def add_generic_rpc_handlers(self, handlers: tuple[grpc.GenericRpcHandler, ...]) -> None:
+    def add_generic_rpc_handlers(self, handlers: tuple[GenericHandler, ...]) -> None:
         self.server.add_generic_rpc_handlers(tuple(_WrappedGeneric(h, self) for h in handlers))
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Handler]) -> None:
@@ -176,10 +178,10 @@ class WrappedServer:
         return getattr(self.server, name)
 
 
-class _WrappedGeneric(grpc.GenericRpcHandler):
+class _WrappedGeneric(GenericHandler):
     """A generic handler whose method handlers come out wrapped (once each)."""
 
-    def __init__(self, inner: grpc.GenericRpcHandler, server: WrappedServer) -> None:
+    def __init__(self, inner: GenericHandler, server: WrappedServer) -> None:
         self.inner = inner
         self.server = server
         self.handlers: dict[str, Handler | None] = {}

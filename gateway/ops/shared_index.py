@@ -76,7 +76,7 @@ class SharedSnapshots:
             staged = Path(tmp)
             try:
                 with os.fdopen(fd, "wb") as out:
-                    out.write(memoryview(table).cast("B"))
+                    out.write(np.ascontiguousarray(table).data)
                 with contextlib.suppress(FileExistsError):  # another worker's is the same
                     os.link(staged, path)
             finally:
