@@ -202,19 +202,31 @@ def change_seq_plan(keys: Keys, version: int) -> Plan[int]:
     return parse_version(raw, f"overlay of snapshot {version}: seq") or 0
 
 
-def place_plan(keys: Keys, held_version: int) -> Plan[tuple[int | None, int, str | None]]:
-    """(current version, change seq of ``held_version``, epoch) in one round trip:
-    is a follower holding ``held_version`` behind?"""
-    current, seq, epoch = yield [
+class Place(NamedTuple):
+    """Where Redis is, seen from a follower holding one snapshot (``place_plan``)."""
+
+    current: int | None  # the current snapshot version (None: nothing published)
+    seq: int  # changes published on top of the held snapshot
+    epoch: str | None  # the dataset's epoch
+    stream_id: str | None  # the change-stream entry the held snapshot's overlay reaches
+
+
+def place_plan(keys: Keys, held_version: int) -> Plan[Place]:
+    """Redis's current version, the change seq and stream position of
+    ``held_version``'s overlay, and the epoch, in one round trip: is a follower
+    holding ``held_version`` behind, ahead, or on another history?"""
+    current, overlay, epoch = yield [
         ("GET", keys.current),
-        ("HGET", keys.overlay(held_version), "seq"),
+        ("HMGET", keys.overlay(held_version), "seq", "id"),
         ("GET", keys.epoch),
     ]
+    seq, raw_id = overlay or (None, None)
     what = f"overlay of snapshot {held_version}: seq"
-    return (
+    return Place(
         parse_version(current, keys.current),
         parse_version(seq, what) or 0,
         _parse_epoch(epoch, keys),
+        None if raw_id is None else _as_bytes(raw_id).decode("ascii", "replace"),
     )
 
 

@@ -1,16 +1,16 @@
 """``python -m gateway``: run the eligibility gateway.
 
-With no Redis URL (flag or ELIG_REDIS_URL) it runs the embedded default: a
-private redis-server on a free port, the sample data set made and loaded by
-the loader, the gateway on top, and a few claims decided over gRPC to show
-it working. With a Redis URL it serves whatever the loader published there.
+With no Redis URL (flag or ELIG_REDIS_URL) and no Sentinels (ELIG_REDIS_SENTINEL)
+it runs the embedded default: a private redis-server on a free port, the sample
+data set made and loaded by the loader, the gateway on top, and a few claims
+decided over gRPC to show it working. Otherwise it serves whatever the loader
+published there.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import platform
 import signal
@@ -20,7 +20,7 @@ from importlib import metadata
 
 from contract.version import version_line
 from gateway.ops.logs import configure_logging, quiet_grpc_core
-from gateway.settings import Settings
+from gateway.settings import Settings, redis_of
 
 # Nothing above imports grpc: quiet_grpc_core() in main() must run first.
 
@@ -41,8 +41,29 @@ def build_parser(defaults: Settings) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--redis-url",
-        help="Redis holding the published snapshots (ELIG_REDIS_URL); omit for the embedded "
-        "default: a private redis-server with the sample data set",
+        help="Redis holding the published snapshots (ELIG_REDIS_URL); omit (and "
+        "--redis-sentinel) for the embedded default: a private redis-server with the sample "
+        "data set",
+    )
+    parser.add_argument(
+        "--redis-sentinel",
+        metavar="HOST:PORT,...",
+        help="instead of --redis-url: the Redis Sentinels that know the primary and its "
+        "replicas (host:port,host:port; or redis[s]://user:password@host:port,host:port/0?... "
+        "for the data nodes' and Sentinels' credentials and TLS) (ELIG_REDIS_SENTINEL)",
+    )
+    parser.add_argument(
+        "--redis-master-name",
+        metavar="NAME",
+        help="with --redis-sentinel: the name the Sentinels monitor the primary under "
+        "(ELIG_REDIS_MASTER_NAME)",
+    )
+    parser.add_argument(
+        "--read-from",
+        choices=("primary", "replicas"),
+        help="with --redis-sentinel: follow snapshots and changes from a replica (the primary "
+        "when no replica answers); the audit always goes to the primary "
+        f"(ELIG_READ_FROM; default {defaults.read_from})",
     )
     parser.add_argument("--prefix", help=f"Redis key prefix (default {defaults.prefix!r})")
     parser.add_argument("--host", help=f"address to listen on (default {defaults.host})")
@@ -256,7 +277,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
 
     stop = _stop_on_signals()
     embedded: EmbeddedData | None = None
-    if settings.redis_url is None:
+    if settings.redis_url is None and settings.redis_sentinel is None:
         embedded = EmbeddedData.start(settings.prefix, args.sample_practitioners)
         settings = settings.with_overrides(
             redis_url=embedded.redis.url, trusted_keys=str(embedded.public_key)
@@ -273,13 +294,10 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
                 return 0
             stopped.cancel()
             index = loaded.result()
-            # Everything made so far (modules, the first index's objects) is
-            # long-lived: out of the collector's sight, full collections
-            # walk only what calls make (bench/RESULTS.md, issue 14).
-            gc.freeze()
             log.info(
                 "serving",
                 extra={
+                    "redis": where.describe() if (where := redis_of(settings)) else None,
                     "port": gateway.port,
                     "index_version": index.version,
                     "practitioners": len(index),
@@ -331,6 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = defaults.with_overrides(
             redis_url=args.redis_url,
+            redis_sentinel=args.redis_sentinel,
+            redis_master_name=args.redis_master_name,
+            read_from=args.read_from,
             prefix=args.prefix,
             host=args.host,
             port=args.port,
@@ -370,8 +391,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ValueError as exc:
         parser.error(str(exc))
-    if settings.workers > 1 and settings.redis_url is None:
-        parser.error("--workers: give --redis-url (the embedded default is one process)")
+    if settings.workers > 1 and settings.redis_url is None and settings.redis_sentinel is None:
+        parser.error(
+            "--workers: give --redis-url or --redis-sentinel (the embedded default is one process)"
+        )
     configure_logging(settings.log_level)
     if settings.workers > 1:
         from gateway.ops.workers import run_workers

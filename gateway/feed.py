@@ -33,6 +33,27 @@ Epochs: every publication belongs to a dataset epoch (``Keys.epoch``). Inside
 one epoch versions only go up; a snapshot of another epoch (Redis lost its
 data and was loaded again) is taken even with a lower version, loudly.
 
+Failovers (Redis Sentinel promoting a replica; ``contract.redis_target``):
+replication is asynchronous, so the new primary may lack the last writes the
+gateway already took in from the old one: change entries (then the sequence
+numbers restart below what the gateway holds), a snapshot's flip (its
+version is reused by the next load: the sequence counter went back too).
+Inside one history the stream after the held index's entry can hold only
+newer changes of the held snapshot and newer snapshots; so an entry that
+cannot be there (a marker of the held version or an older one, a change
+numbered at or below the held one or on an older snapshot), or an overlay
+whose entry differs from the held one at the same sequence number, means
+Redis's history forked from the gateway's, and the follower *converges*: it
+reloads what Redis holds now, re-reading the snapshot unless its manifest is
+the held one's, even when that takes ``index_version`` down. A Redis that is
+merely behind the held index (a lagging replica, or a failover that lost
+writes and nothing published since) is waited for ``behind_grace_s`` (and
+for as long as the node read is a replica cut off from its primary or in
+its first sync), then converged on too. Going back is never silent: a warning with both versions,
+``rollbacks`` in the health details. A reload that reuses the held
+snapshot's arrays checks first that Redis's manifest of that version is the
+held one (a version number reused after a failover is another snapshot).
+
 The follower cannot die: every failure (any exception type) is logged once
 per distinct cause, counted (``errors`` by cause: redis, data, bug), and
 retried with exponential backoff; ``follower_up`` and ``last_error`` say
@@ -60,18 +81,20 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import difflib
+import functools
+import hashlib
 import logging
 import time
-import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from contract import reads
 from contract.changes import ChangeEntry, SnapshotMarker, decode_entry
 from contract.errors import SnapshotError
+from contract.redis_target import masked_url as masked_url  # re-exported (gateway.server)
 from contract.signing import Verifier
 from contract.snapshot import Keys, Manifest
 from gateway.index import Index, IndexHolder, LayeredIndex, StatusIndex
@@ -93,6 +116,10 @@ _BAD_MANIFESTS_KEPT = 16
 # ever when changes are rare. Longer than a scrape interval, shorter than the
 # alert's 5 minutes: only lag that keeps coming back fires it.
 CHANGE_LAG_WINDOW_S = 60.0
+# How long Redis may be behind the held index (a lagging replica; a failover
+# that lost writes, nothing published since) before the follower takes what
+# Redis holds: a replica catches up in milliseconds, a lost write never comes.
+BEHIND_GRACE_S = 10.0
 # Looking for other prefixes that hold snapshots (a wrong --prefix): at most
 # this many SCAN calls of 1000 keys, at most once per interval, while waiting.
 _PREFIX_SCAN_CALLS = 100
@@ -117,8 +144,23 @@ async def load_snapshot(
     # created_at (publication time) rides in meta: metrics report the
     # snapshot's age from publication, not from when this gateway loaded it.
     manifest = snapshot.manifest
-    meta = {**manifest.meta, "created_at": manifest.created_at, "epoch": manifest.epoch}
-    return StatusIndex(arrays, version, meta, validated=True)
+    meta = {
+        **manifest.meta,
+        "created_at": manifest.created_at,
+        "epoch": manifest.epoch,
+        "publication": publication_id(manifest),
+    }
+    index = StatusIndex(arrays, version, meta, validated=True)
+    if shared is not None:  # the claim path's packed table: built once, for every worker
+        index.share_packed = functools.partial(shared.share_table, version)
+    return index
+
+
+def publication_id(manifest: Manifest) -> str:
+    """What tells one publication of a version from another (its epoch and the
+    digest of every array): a version number reused after a failover is not
+    the snapshot held under that number."""
+    return hashlib.sha256(repr(_manifest_id(manifest)).encode()).hexdigest()[:32]
 
 
 async def load_overlay(
@@ -135,24 +177,6 @@ async def load_overlay(
     return LayeredIndex(base, overlay.arrays, overlay.seq, overlay.stream_id or "0-0")
 
 
-def masked_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``, for logs and errors:
-    ``redis://app:s3cret@db:6379/0`` -> ``redis://app:***@db:6379/0`` (a
-    ``password=`` query parameter too)."""
-    parts = urllib.parse.urlsplit(url)
-    masked = url  # edited in place: urlunsplit would turn unix:///path into unix:/path
-    if parts.password is not None:
-        userinfo, _, host = parts.netloc.rpartition("@")
-        masked = masked.replace(parts.netloc, f"{userinfo.partition(':')[0]}:***@{host}", 1)
-    pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    if any(k.lower() == "password" for k, _ in pairs):
-        query = urllib.parse.urlencode(
-            [(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*"
-        )
-        masked = masked.replace(f"?{parts.query}", f"?{query}", 1)
-    return masked
-
-
 class Waiting(NamedTuple):
     """Why the follower holds no index yet: ``cause`` is one of "starting",
     "redis-unreachable", "nothing-published", "snapshot-unusable", "loading";
@@ -167,6 +191,12 @@ def _stream_id_ms(stream_id: str) -> int:
     Redis added the entry; 0 for "0-0" or anything else."""
     head = stream_id.partition("-")[0]
     return int(head) if head.isdigit() else 0
+
+
+def _stream_id_key(stream_id: str) -> tuple[int, int]:
+    """A stream entry id as a pair to compare ("1712345678901-3" -> (1712345678901, 3))."""
+    ms, _, seq = stream_id.partition("-")
+    return (int(ms) if ms.isdigit() else 0, int(seq) if seq.isdigit() else 0)
 
 
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
@@ -190,7 +220,12 @@ def _raise_if_cancelling() -> None:
 
 
 class _Reload(Exception):
-    """The follower must reload: a newer snapshot, or it lost its place in the stream."""
+    """The follower must reload: a newer snapshot, or it lost its place in the stream;
+    ``converge``: take what Redis holds even if it is older (a failover lost writes)."""
+
+    def __init__(self, reason: str, *, converge: bool = False) -> None:
+        super().__init__(reason)
+        self.converge = converge
 
 
 def _cause(exc: BaseException) -> str:
@@ -220,7 +255,10 @@ class SnapshotFollower:
     last change, for ``CHANGE_LAG_WINDOW_S``), ``follower_up`` (the last
     attempt to follow succeeded), ``last_error`` and ``last_error_cause``
     (redis, data or bug), ``last_success`` (Unix time), ``errors`` (by
-    cause), ``rejected`` (data refused, by what), ``epoch_changes``.
+    cause), ``rejected`` (data refused, by what), ``epoch_changes``,
+    ``rollbacks`` (times the follower replaced the index it held by what
+    Redis holds although that did not follow from it: a failover lost
+    writes; module docstring, "Failovers").
     """
 
     def __init__(
@@ -239,6 +277,7 @@ class SnapshotFollower:
         shared: SharedSnapshots | None = None,
         verifier: Verifier | None = None,
         max_data_age_s: float | None = None,
+        behind_grace_s: float = BEHIND_GRACE_S,
     ) -> None:
         self.client = client
         self.shared = shared
@@ -250,6 +289,7 @@ class SnapshotFollower:
         self.cache = cache
         self.verifier = verifier
         self.max_data_age_s = max_data_age_s
+        self.behind_grace_s = behind_grace_s
         self.redis_ok = False
         self.stale_since: float | None = None
         self.source = "none"
@@ -258,6 +298,7 @@ class SnapshotFollower:
         self.reloads = 0
         self.lost_place = 0
         self.epoch_changes = 0
+        self.rollbacks = 0
         # The last change enforced: its lag and when (Unix time); see change_lag_seconds.
         self.last_change_lag_s: float | None = None
         self.last_change_at: float | None = None
@@ -269,6 +310,12 @@ class SnapshotFollower:
         self.errors: dict[str, int] = {"redis": 0, "data": 0, "bug": 0}
         self.rejected: dict[str, int] = {"snapshot": 0, "change": 0, "overlay": 0}
         self._position = "0-0"
+        # Set when the next reload must take what Redis holds, older or not (why).
+        self._converge: str | None = None
+        # Since when (monotonic) Redis has been behind the held index, and whether
+        # the replica read was found syncing meanwhile (said once).
+        self._behind_since: float | None = None
+        self._behind_syncing = False
         # Refused publications, with why (said again when one is met again).
         self._bad_manifests: dict[tuple[int, str, str], str] = {}
         self._refused_manifests: set[str] = set()
@@ -328,28 +375,40 @@ class SnapshotFollower:
             "changes_applied": self.changes_applied,
             "reloads": self.reloads,
             "lost_place": self.lost_place,
+            "rollbacks": self.rollbacks,
             "rejected": dict(self.rejected),
         }
 
-    async def refresh(self) -> bool:
+    async def refresh(self, converge: bool = False) -> bool:
         """Load the current snapshot and its overlay if it is to replace what is held:
-        newer in the same epoch, or of another epoch (Redis lost or replaced its data)."""
+        newer in the same epoch, or of another epoch (Redis lost or replaced its data);
+        with ``converge``, whatever Redis holds now, older or not (module docstring,
+        "Failovers")."""
         version, epoch = await reads.run_async(self.client, reads.current_and_epoch_plan(self.keys))
         held = self.held
         if version is None:
             return False
         new_epoch = held is not None and epoch != self.held_epoch
-        if held is not None and not new_epoch and version < held.snapshot_version:
+        if held is not None and not new_epoch and version < held.snapshot_version and not converge:
             self._note_once(
                 f"redis has snapshot {version}, older than the held "
-                f"{held.snapshot_version} in the same epoch; keeping the held one",
+                f"{held.snapshot_version} in the same epoch; keeping the held one "
+                f"(for {self.behind_grace_s:g} s, then taking what Redis holds)",
                 level=logging.WARNING,
             )
             return False
         started = time.perf_counter()
+        same = None
         if held is not None and not new_epoch and held.snapshot_version == version:
+            same = await self._same_publication(held.base, version)
+        if same:
+            assert held is not None
             base = held.base  # the same snapshot: only the overlay is re-read
         else:
+            if same is False and not converge:
+                # The held version's number was reused after a failover lost its flip.
+                converge = True
+                self._converge = f"snapshot {version} in Redis is not the held publication"
             self.loading_version = version
             try:
                 base = await self._load_verified(version)
@@ -369,7 +428,33 @@ class SnapshotFollower:
                     "index_version": index.version,
                 },
             )
-        installed = await self._install(index, force=new_epoch)
+        rollback = (
+            converge
+            and held is not None
+            and not new_epoch
+            and (
+                index.version != held.version
+                or index.base is not held.base
+                or index.stream_id != held.stream_id
+            )
+        )
+        if rollback:
+            assert held is not None
+            self.rollbacks += 1
+            log.warning(
+                "taking what Redis holds now instead of the held index (a failover lost "
+                "writes the gateway had taken in; they must be published again)",
+                extra={
+                    "reason": self._converge,
+                    "held_index_version": held.version,
+                    "index_version": index.version,
+                    "held_stream_id": held.stream_id,
+                    "stream_id": index.stream_id,
+                    "went_back": index.version < held.version,
+                },
+            )
+        installed = await self._install(index, force=new_epoch or rollback)
+        self._behind_since = None
         if installed or (held is not None and held.version == index.version):
             # Redis confirms what is held: follow from the stream position it gives.
             self._position = index.stream_id
@@ -469,6 +554,18 @@ class SnapshotFollower:
         self._other_prefixes = sorted(found, key=likeness)
         return self._other_prefixes
 
+    async def _same_publication(self, base: StatusIndex, version: int) -> bool | None:
+        """Whether Redis's snapshot ``version`` is the publication ``base`` holds (one
+        small GET of the manifest): after a failover a version number can be reused.
+        None when it cannot tell (an index from an older disk cache; no manifest):
+        the snapshot is then read again."""
+        known = base.meta.get("publication")
+        if not known:
+            return None
+        plan = reads.manifest_plan(self.keys, version, self.verifier)
+        manifest = await reads.run_async(self.client, plan)
+        return None if manifest is None else publication_id(manifest) == known
+
     async def _load_verified(self, version: int) -> StatusIndex:
         """Snapshot ``version``, verified; a bad one is remembered by its manifest and
         not downloaded again. With nothing held yet, fall back to the newest older
@@ -544,7 +641,8 @@ class SnapshotFollower:
             try:
                 if reload_backoff:
                     await asyncio.sleep(reload_backoff)  # reloads in a row back off too
-                await self.refresh()
+                await self.refresh(converge=self._converge is not None)
+                self._converge = None
                 self._mark_ok()
                 backoff = 0.05
                 if self.held is None:  # nothing published yet: wake on the first flip's marker
@@ -557,6 +655,8 @@ class SnapshotFollower:
                 raise
             except _Reload as reason:
                 self.reloads += 1
+                if reason.converge:
+                    self._converge = str(reason)
                 now = time.monotonic()
                 # A reload within a second of the last one (a gap that keeps
                 # coming back, junk at the next sequence number): back off.
@@ -619,6 +719,9 @@ class SnapshotFollower:
         lag: float | None = None
         epoch = self.held_epoch
         for entry_id, fields in entries:
+            # The held index is exactly a stream entry (not the "0-0" of a snapshot
+            # published before live changes): what may follow it is known.
+            placed = index.stream_id != "0-0"
             what = f"change-stream entry {entry_id.decode('ascii', 'replace')}"
             try:
                 entry = decode_entry(fields, what, self.verifier)
@@ -630,9 +733,19 @@ class SnapshotFollower:
                 self._position = entry_id.decode()
                 continue
             if isinstance(entry, SnapshotMarker):
-                if entry.version != index.snapshot_version:
+                if entry.version > index.snapshot_version or (
+                    not placed and entry.version != index.snapshot_version
+                ):
                     self._swap_now(index)
                     raise _Reload(f"snapshot {entry.version} published")
+                if placed:
+                    self._swap_now(index)
+                    raise _Reload(
+                        f"the stream's history forked (a failover lost writes): snapshot "
+                        f"{entry.version}'s marker follows the held snapshot "
+                        f"{index.snapshot_version}'s entry {index.stream_id}",
+                        converge=True,
+                    )
             elif isinstance(entry, ChangeEntry):
                 if entry.epoch != epoch:
                     if entry.base >= index.snapshot_version:
@@ -655,6 +768,15 @@ class SnapshotFollower:
                     self.changes_applied += 1
                     if entry.published_at_ns:
                         lag = max(time.time_ns() - entry.published_at_ns, 0) / 1e9
+                elif placed:
+                    self._swap_now(index)
+                    raise _Reload(
+                        f"the stream's history forked (a failover lost writes): change "
+                        f"{entry.seq} on snapshot {entry.base} follows the held change "
+                        f"{index.change_seq} on snapshot {index.snapshot_version} "
+                        f"(entry {index.stream_id})",
+                        converge=True,
+                    )
             self._position = entry_id.decode()
         self._swap_now(index)
         if lag is not None:
@@ -671,10 +793,20 @@ class SnapshotFollower:
         """On an idle stream: is there a snapshot or change the stream did not show us?"""
         held = self.held
         assert held is not None
-        place = reads.place_plan(self.keys, held.snapshot_version)
-        current, seq, epoch = await reads.run_async(self.client, place)
+        place = await reads.run_async(
+            self.client, reads.place_plan(self.keys, held.snapshot_version)
+        )
+        current, seq, epoch = place.current, place.seq, place.epoch
         if current is not None and (current > held.snapshot_version or epoch != self.held_epoch):
             raise _Reload(f"snapshot {current} (epoch {epoch}) is current")
+        if current is None:
+            return  # nothing published (an empty Redis): keep deciding from the held index
+        if current < held.snapshot_version:
+            await self._behind(f"Redis has snapshot {current}, older than the held {held.version}")
+        elif seq < held.change_seq or (seq == held.change_seq and place.stream_id is not None):
+            await self._check_overlay(held, seq, place.stream_id)
+        else:
+            self._behind_since = None
         if seq > held.change_seq:
             # Published just now, or trimmed away: a non-blocking read tells.
             entries = _entries(
@@ -685,6 +817,65 @@ class SnapshotFollower:
             else:
                 self.lost_place += 1
                 raise _Reload(f"lost place in the change stream: change {seq} not in it")
+
+    async def _check_overlay(self, held: LayeredIndex, seq: int, stream_id: str | None) -> None:
+        """Redis's overlay of the held snapshot is at ``seq`` (entry ``stream_id``), not
+        past the held index: the same, behind it, or on another history."""
+        if stream_id is None or held.stream_id == "0-0":
+            if seq < held.change_seq:
+                await self._behind(f"Redis has change {seq}, the held index {held.change_seq}")
+            return
+        if seq == held.change_seq and stream_id == held.stream_id:
+            self._behind_since = None  # in step
+            return
+        if seq == held.change_seq or _stream_id_key(stream_id) > _stream_id_key(held.stream_id):
+            raise _Reload(
+                f"the stream's history forked (a failover lost writes): Redis's change {seq} "
+                f"is entry {stream_id}, the held change {held.change_seq} is entry "
+                f"{held.stream_id}",
+                converge=True,
+            )
+        await self._behind(f"Redis has change {seq}, the held index {held.change_seq}")
+
+    async def _behind(self, why: str) -> None:
+        """Redis is behind the held index: a replica catching up, or a failover that
+        lost writes. Wait ``behind_grace_s``, and as long as the node read is a
+        replica still syncing with its primary; then take what Redis holds."""
+        now = time.monotonic()
+        if self._behind_since is None:
+            self._behind_since = now
+            self._behind_syncing = False
+            log.warning(
+                "Redis is behind the held index; waiting for it to catch up",
+                extra={"reason": why, "grace_s": self.behind_grace_s},
+            )
+            return
+        if now - self._behind_since <= self.behind_grace_s:
+            return
+        if await self._reading_a_syncing_replica():
+            if not self._behind_syncing:  # said once per episode, not every poll
+                self._behind_syncing = True
+                log.warning(
+                    "Redis is behind the held index and the replica read is cut off from its "
+                    "primary or still syncing; keeping the held index until it has synced",
+                    extra={"reason": why},
+                )
+            return
+        raise _Reload(
+            f"{why} for {self.behind_grace_s:g} s (a failover lost writes?)", converge=True
+        )
+
+    async def _reading_a_syncing_replica(self) -> bool:
+        """Whether the node read is a replica whose link to its primary is down or
+        still in its first sync (``INFO replication``): what it holds says nothing
+        about what the primary has. False when the user may not run INFO."""
+        try:
+            info = await self.client.info("replication")
+        except ResponseError:
+            return False  # an ACL without +info: the grace alone decides
+        if info.get("role") != "slave":
+            return False
+        return info.get("master_link_status") != "up" or bool(info.get("master_sync_in_progress"))
 
     async def _install(self, index: LayeredIndex, *, force: bool = False) -> bool:
         if not self.holder.swap(index, force=force):

@@ -36,7 +36,7 @@ from gateway.ops.shared_index import SharedSnapshots
 from gateway.ops.spool import Spool
 from gateway.ops.tls import server_credentials
 from gateway.servicer import EligibilityServicer, add_servicer_to_server
-from gateway.settings import Settings, trusted_key_files
+from gateway.settings import Settings, redis_of, trusted_key_files
 from proto.eligibility.v1 import eligibility_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -287,10 +287,13 @@ def connection_options(settings: Settings) -> list[tuple[str, int]]:
 
 async def start_gateway(settings: Settings) -> Gateway:
     """Start serving; health says SERVING once the first index is loaded."""
-    if settings.redis_url is None:
-        raise ValueError("redis_url: start_gateway needs a Redis URL")
+    target = redis_of(settings)
+    if target is None:
+        raise ValueError("redis_url: start_gateway needs a Redis URL or Sentinels")
     verifier = _verifier(settings)
-    client = aioredis.Redis.from_url(settings.redis_url, socket_keepalive=True)
+    # The audit drain writes to the primary; the follower reads from --read-from
+    # (a replica, the primary as fallback). Closing client closes reader too.
+    client, reader = target.async_clients(settings.read_from, socket_keepalive=True)
     keys = Keys(settings.prefix)
     policy = Policy(
         check_registered_at_institution=settings.check_registered_at_institution,
@@ -339,7 +342,7 @@ async def start_gateway(settings: Settings) -> Gateway:
             await health_servicer.set(name, SERVING)
 
     follower = SnapshotFollower(
-        client,
+        reader,
         keys,
         holder,
         poll_interval_s=settings.poll_interval_s,

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from contract.redis_target import READ_FROM, RedisTarget, redis_target
+
 ENV_PREFIX = "ELIG_"
 
 
@@ -16,6 +18,15 @@ class Settings:
     # Redis holding the published snapshots; None = the embedded default: a
     # private redis-server loaded with the sample data set.
     redis_url: str | None = None
+    # Or the Sentinels that know the primary and its replicas (host:port,...,
+    # or a redis[s]://user:password@host:port,... URL for credentials and TLS)
+    # and the name they monitor it under (contract.redis_target).
+    redis_sentinel: str | None = None
+    redis_master_name: str | None = None
+    # Where the follower reads snapshots and the change stream: "primary", or
+    # "replicas" (through Sentinel; the primary when no replica answers). The
+    # audit drain always writes to the primary.
+    read_from: str = "primary"
     prefix: str = "elig"
     host: str = "0.0.0.0"
     port: int = 50051
@@ -117,6 +128,17 @@ class Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None}).validated()
 
     def validated(self) -> Settings:
+        try:
+            target = redis_target(self.redis_url, self.redis_sentinel, self.redis_master_name)
+        except ValueError as exc:
+            raise ValueError(f"redis_sentinel: {exc}") from None
+        if self.read_from not in READ_FROM:
+            raise ValueError(f"read_from: {self.read_from!r} is not one of {', '.join(READ_FROM)}")
+        if self.read_from == "replicas" and (target is None or not target.uses_sentinel):
+            raise ValueError(
+                "read_from: replicas needs --redis-sentinel (ELIG_REDIS_SENTINEL): with one "
+                "--redis-url every read goes to that Redis"
+            )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port: {self.port} is not a TCP port")
         if self.max_lines_per_claim < 1:
@@ -173,6 +195,11 @@ class Settings:
         if self.shutdown_grace_s < 0:
             raise ValueError(f"shutdown_grace_s: {self.shutdown_grace_s} must be >= 0")
         return self
+
+
+def redis_of(settings: Settings) -> RedisTarget | None:
+    """Where the settings say Redis is (None: the embedded default)."""
+    return redis_target(settings.redis_url, settings.redis_sentinel, settings.redis_master_name)
 
 
 def trusted_key_files(settings: Settings) -> list[str]:

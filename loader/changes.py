@@ -22,6 +22,10 @@ Publication is one Lua script, atomic in Redis:
 
 So a gateway sees a change in the stream and in the hash at once, or not at
 all, and ``seq`` numbers the changes of one snapshot 1, 2, 3, ... without gaps.
+
+When the primary has replicas, ``WAIT`` follows the script on its connection,
+as after a snapshot's flip (``loader.publish``): the result says how many
+replicas have the change, and the CLI fails one fewer replicas confirmed.
 """
 
 from __future__ import annotations
@@ -44,6 +48,13 @@ from contract.errors import ChangeNotPublishedError, SnapshotError
 from contract.reads import read_current_version, read_manifest, read_overlay
 from contract.signing import Signer
 from contract.snapshot import Arrays, Keys, validate_arrays
+from loader.publish import (
+    DEFAULT_WAIT_TIMEOUT_MS,
+    NO_REPLICATION,
+    Replication,
+    eval_and_wait,
+    replicas_to_wait_for,
+)
 
 # Entries kept in the change stream (approximately: MAXLEN ~). Gateways that
 # fall further behind reload the overlay hash instead of replaying.
@@ -84,6 +95,7 @@ class ChangeResult:
     seq: int
     practitioners: int
     stream_id: str
+    replication: Replication = NO_REPLICATION
 
     @property
     def index_version(self) -> int:
@@ -98,21 +110,28 @@ def publish_change(
     expect_snapshot: int | None = None,
     stream_max_entries: int = DEFAULT_STREAM_MAX_ENTRIES,
     signer: Signer | None = None,
+    wait_replicas: int | None = None,
+    wait_timeout_ms: int = DEFAULT_WAIT_TIMEOUT_MS,
 ) -> ChangeResult:
     """Publish ``change`` (snapshot-format arrays of the changed practitioners).
 
     Applies on top of the current snapshot, or only if it is
-    ``expect_snapshot``. Raises ``SnapshotError`` for arrays that break the
-    format (nothing written), ``ChangeNotPublishedError`` if no snapshot is
-    published, another than ``expect_snapshot`` is current, or concurrent
-    publishers won every attempt; Redis errors as they come. In every
-    failure case nothing was published.
+    ``expect_snapshot``. Then waits up to ``wait_timeout_ms`` for
+    ``wait_replicas`` replicas to have it (None: 1 when the primary has
+    replicas online, else 0; the result's ``replication`` says).
+
+    Raises ``SnapshotError`` for arrays that break the format (nothing
+    written), ``ChangeNotPublishedError`` if no snapshot is published, another
+    than ``expect_snapshot`` is current, or concurrent publishers won every
+    attempt; Redis errors as they come. In every failure case nothing was
+    published.
     """
     validate_arrays(change)
     count = len(change["prac_codes"])
     if count == 0:
         raise SnapshotError("a change names no practitioner")
     fields = encode_arrays(change)
+    wanted, online = replicas_to_wait_for(client, wait_replicas)
     for _ in range(_ATTEMPTS):
         current = read_current_version(client, keys) or 0
         if current == 0:
@@ -158,23 +177,25 @@ def publish_change(
         for name, value in merged.items():
             args += [name, value]
         args.append(epoch)
-        reply = cast(
-            list[int | bytes],
-            client.eval(
-                _CHANGE_LUA,
-                4,
-                keys.current,
-                keys.overlay(current),
-                keys.changes,
-                keys.epoch,
-                *args,
-            ),
+        raw, acked = eval_and_wait(
+            client,
+            wanted,
+            wait_timeout_ms,
+            _CHANGE_LUA,
+            4,
+            keys.current,
+            keys.overlay(current),
+            keys.changes,
+            keys.epoch,
+            *args,
         )
+        reply = cast(list[int | bytes], raw)
         outcome = int(reply[0])
         if outcome == 1:
             stream_id = reply[2]
             sid = stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
-            return ChangeResult(current, int(reply[1]), count, sid)
+            replication = Replication(wanted, acked, wait_timeout_ms if wanted else 0, online)
+            return ChangeResult(current, int(reply[1]), count, sid, replication)
         if outcome == 0 and expect_snapshot is not None:
             raise ChangeNotPublishedError(_not_current(expect_snapshot, int(reply[1])))
         if outcome == -3:

@@ -3,21 +3,31 @@
 Subcommands::
 
     load    --registry FILE [--status FILE] [--ledger FILE [--policy NAME]]
-            [--format csv|jsonl] [--redis-url URL] [--prefix P] [--dry-run]
-            [--signing-key FILE] [--replace]
+            [--format csv|jsonl] [REDIS] [--prefix P] [--dry-run]
+            [--signing-key FILE] [--replace] [--wait-replicas N] [--wait-timeout-ms MS]
     explain --registry FILE --ledger FILE [--policy NAME] CODE
     sample  --out DIR [--practitioners N] [--seed S] [--format csv|jsonl]
     change  --registry FILE [--status FILE] [--ledger FILE [--policy NAME]]
-            [--expect-snapshot V] [--redis-url URL] [--prefix P] [--dry-run]
-            [--signing-key FILE]
-    status  [--redis-url URL] [--prefix P]
+            [--expect-snapshot V] [REDIS] [--prefix P] [--dry-run]
+            [--signing-key FILE] [--wait-replicas N] [--wait-timeout-ms MS]
+    status  [REDIS] [--prefix P]
     keygen  --out DIR
+
+    REDIS = --redis-url URL | --redis-sentinel HOST:PORT,... --redis-master-name NAME
 
 ``--signing-key`` defaults to ``ELIG_SIGNING_KEY_FILE``: the loader signs what
 it publishes (``contract.signing``); gateways verify with the public key.
 
-``--redis-url`` and ``--prefix`` default to ``ELIG_REDIS_URL`` and
-``ELIG_PREFIX`` (``elig``): the environment is read here and nowhere else.
+``--redis-url``, ``--redis-sentinel``, ``--redis-master-name`` and ``--prefix``
+default to ``ELIG_REDIS_URL``, ``ELIG_REDIS_SENTINEL``, ``ELIG_REDIS_MASTER_NAME``
+and ``ELIG_PREFIX`` (``elig``): the environment is read here and nowhere else.
+Through Sentinel the loader writes to whichever node is the primary now
+(``contract.redis_target``).
+
+``load`` and ``change`` then wait (``WAIT``, ``--wait-timeout-ms``, 2 s) for
+``--wait-replicas`` replicas to have the publication: by default 1 when the
+primary has a replica online, else 0. Fewer in time: exit 3, saying that it is
+published on the primary but may not survive a failover.
 
 ``load`` publishes only on top of the version that was current when it
 started (compare-and-set): of two loads run at once, the second to finish
@@ -26,7 +36,8 @@ top of whatever is current.
 
 Exit codes: 0 done; 1 not published (Redis unreachable, a newer snapshot
 already current) or, for ``status``, nothing published yet; 2 a bad input
-record or bad usage; nothing is published in either failure case.
+record or bad usage; nothing is published in either failure case; 3
+published on the primary, but fewer replicas than asked had it in time.
 ``explain`` exits 2 whenever its explanation reports an error (a registry
 record inside a re-registration bar: a load would refuse it), and 1 for a
 practitioner not in the registry (the gateway answers NOT_REGISTERED).
@@ -55,6 +66,7 @@ from contract.errors import (
     SignatureError,
     StalePublishError,
 )
+from contract.redis_target import RedisTarget, redis_target
 from contract.signing import Signer, generate_keypair
 from contract.snapshot import ARRAY_DTYPES
 from contract.version import version_line
@@ -62,7 +74,7 @@ from loader import pipeline
 from loader.changes import DEFAULT_STREAM_MAX_ENTRIES
 from loader.pipeline import DEFAULT_POLICY
 from loader.policy import available_policies
-from loader.publish import ANY_VERSION
+from loader.publish import ANY_VERSION, DEFAULT_WAIT_TIMEOUT_MS, Replication
 from loader.registry import read_registry
 from loader.sample import (
     DEFAULT_PRACTITIONERS,
@@ -73,6 +85,8 @@ from loader.sample import (
 )
 
 ENV_REDIS_URL = "ELIG_REDIS_URL"
+ENV_REDIS_SENTINEL = "ELIG_REDIS_SENTINEL"
+ENV_REDIS_MASTER_NAME = "ELIG_REDIS_MASTER_NAME"
 ENV_PREFIX = "ELIG_PREFIX"
 ENV_SIGNING_KEY = "ELIG_SIGNING_KEY_FILE"
 DEFAULT_PREFIX = "elig"
@@ -81,16 +95,36 @@ EXIT_OK = 0
 EXIT_NOT_PUBLISHED = 1
 EXIT_NOT_REGISTERED = 1  # explain: no such practitioner in the registry
 EXIT_BAD_INPUT = 2
+EXIT_NOT_REPLICATED = 3  # published on the primary, fewer replicas than asked have it
 
 
 class _UsageError(Exception):
     pass
 
 
-def _redis_url(url: str | None) -> str:
-    if not url:
-        raise _UsageError(f"no Redis: give --redis-url or set {ENV_REDIS_URL}")
-    return url
+def _redis(args: argparse.Namespace) -> RedisTarget:
+    """Where to publish: --redis-url, or --redis-sentinel with --redis-master-name."""
+    try:
+        target = redis_target(args.redis_url, args.redis_sentinel, args.redis_master_name)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from exc
+    if target is None:
+        raise _UsageError(
+            f"no Redis: give --redis-url (or set {ENV_REDIS_URL}), or --redis-sentinel and "
+            f"--redis-master-name (or set {ENV_REDIS_SENTINEL} and {ENV_REDIS_MASTER_NAME})"
+        )
+    return target
+
+
+def _replicated(replication: Replication, what: str) -> int:
+    """Say what the replicas confirmed; the exit code."""
+    if replication.wanted == 0:
+        return EXIT_OK
+    if replication.confirmed:
+        print(f"replicas: {replication.acked} of {replication.wanted} acknowledged")
+        return EXIT_OK
+    print(f"error: {replication.shortfall(what)}", file=sys.stderr)
+    return EXIT_NOT_REPLICATED
 
 
 def _read_and_build(args: argparse.Namespace) -> pipeline.Built:
@@ -126,7 +160,7 @@ def _cmd_load(args: argparse.Namespace) -> int:
         signer = _signer(args)
         # Read first: Redis unreachable is said before minutes of parsing, and
         # the version read now is the one this load publishes on top of.
-        expect = pipeline.read_current(_redis_url(args.redis_url), args.prefix)
+        expect = pipeline.read_current(_redis(args), args.prefix)
     built = _read_and_build(args)
     inputs, meta = built.inputs, built.meta
     print(f"registry: {len(inputs.registry)} records from {inputs.registry.file}")
@@ -144,16 +178,18 @@ def _cmd_load(args: argparse.Namespace) -> int:
     _warn_if_unsigned(signer)
     result = pipeline.load(
         built,
-        _redis_url(args.redis_url),
+        _redis(args),
         args.prefix,
         expect_current=ANY_VERSION if args.replace else expect,
         signer=signer,
+        wait_replicas=args.wait_replicas,
+        wait_timeout_ms=args.wait_timeout_ms,
     )
     print(
         f"published version {result.version} (previous: {result.previous or 'none'}; "
         f"epoch {result.epoch}; {'signed' if signer else 'UNSIGNED'})"
     )
-    return EXIT_OK
+    return _replicated(result.replication, f"snapshot version {result.version}")
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
@@ -205,7 +241,7 @@ def _cmd_change(args: argparse.Namespace) -> int:
         signer = _signer(args)
         # As load does: Redis unreachable, or no snapshot to change, is said
         # before the files are parsed.
-        if pipeline.read_current(_redis_url(args.redis_url), args.prefix) is None:
+        if pipeline.read_current(_redis(args), args.prefix) is None:
             raise ChangeNotPublishedError(
                 f"no snapshot is published under prefix {args.prefix!r}: load one first"
             )
@@ -223,17 +259,19 @@ def _cmd_change(args: argparse.Namespace) -> int:
     _warn_if_unsigned(signer)
     result = pipeline.change(
         built,
-        _redis_url(args.redis_url),
+        _redis(args),
         args.prefix,
         expect_snapshot=args.expect_snapshot,
         stream_max_entries=args.stream_max_entries,
         signer=signer,
+        wait_replicas=args.wait_replicas,
+        wait_timeout_ms=args.wait_timeout_ms,
     )
     print(
         f"published change {result.seq} on top of snapshot {result.base} "
         f"(index_version {result.index_version}, stream entry {result.stream_id})"
     )
-    return EXIT_OK
+    return _replicated(result.replication, f"change {result.seq} on top of snapshot {result.base}")
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
@@ -247,7 +285,7 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    published = pipeline.read_status(_redis_url(args.redis_url), args.prefix)
+    published = pipeline.read_status(_redis(args), args.prefix)
     if published.version is None:
         print(f"no snapshot published under prefix {args.prefix!r}")
         return EXIT_NOT_PUBLISHED
@@ -263,12 +301,26 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (0, 1, 2, ...)")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser; defaults come from the environment."""
     parser = argparse.ArgumentParser(
         prog="eligibility-loader",
         description="Validate registry and status files, build a snapshot, publish it to Redis.",
-        epilog="exit codes: 0 done, 1 not published / nothing published, 2 bad input or usage",
+        epilog="exit codes: 0 done, 1 not published / nothing published, 2 bad input or usage, "
+        "3 published on the primary but not confirmed by enough replicas (may not survive a "
+        "failover)",
     )
     parser.add_argument("--version", action="version", version=version_line())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -288,9 +340,40 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"Redis to publish to (default: ${ENV_REDIS_URL})",
         )
         sub.add_argument(
+            "--redis-sentinel",
+            metavar="HOST:PORT,...",
+            default=os.environ.get(ENV_REDIS_SENTINEL),
+            help="instead of --redis-url: the Redis Sentinels to ask which node is the primary "
+            "(host:port,...; or redis[s]://user:password@host:port,.../0?... for credentials "
+            f"and TLS) (default: ${ENV_REDIS_SENTINEL})",
+        )
+        sub.add_argument(
+            "--redis-master-name",
+            metavar="NAME",
+            default=os.environ.get(ENV_REDIS_MASTER_NAME),
+            help="with --redis-sentinel: the name the Sentinels monitor the primary under "
+            f"(default: ${ENV_REDIS_MASTER_NAME})",
+        )
+        sub.add_argument(
             "--prefix",
             default=os.environ.get(ENV_PREFIX, DEFAULT_PREFIX),
             help=f"Redis key prefix (default: ${ENV_PREFIX} or {DEFAULT_PREFIX!r})",
+        )
+
+    def wait_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--wait-replicas",
+            type=_count,
+            metavar="N",
+            help="after publishing, wait for N replicas to have it (WAIT); fewer in time: exit 3 "
+            "(default: 1 when the primary has a replica online, else 0)",
+        )
+        sub.add_argument(
+            "--wait-timeout-ms",
+            type=_positive,
+            default=DEFAULT_WAIT_TIMEOUT_MS,
+            metavar="MS",
+            help=f"how long to wait for them (default {DEFAULT_WAIT_TIMEOUT_MS})",
         )
 
     load = commands.add_parser("load", help="validate, build and publish a snapshot")
@@ -317,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     signing_option(load)
     redis_options(load)
+    wait_options(load)
     load.set_defaults(run=_cmd_load)
 
     keygen = commands.add_parser(
@@ -374,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     change.add_argument("--dry-run", action="store_true", help="validate only, do not publish")
     signing_option(change)
     redis_options(change)
+    wait_options(change)
     change.set_defaults(run=_cmd_change)
 
     status = commands.add_parser("status", help="show the published version and its counts")

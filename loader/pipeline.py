@@ -13,7 +13,8 @@ ledger, never both: a load in which one practitioner appears in both is
 refused (the feed's record is named), so that no source silently overrides
 the other.
 
-Every function takes plain arguments (paths, names, a Redis URL) and returns
+Every function takes plain arguments (paths, names, where Redis is: a URL or a
+``contract.redis_target.RedisTarget``, Sentinel included) and returns
 a result dataclass; ``loader.cli`` parses arguments and prints. Errors:
 ``LoadError`` for a bad input record (nothing is published),
 ``StalePublishError`` / ``ChangeNotPublishedError`` when not published, and
@@ -34,6 +35,7 @@ from contract.changes import index_version
 from contract.codes import decode_practitioner
 from contract.errors import LoadError
 from contract.reads import read_change_seq, read_current_version, read_manifest
+from contract.redis_target import RedisTarget
 from contract.signing import Signer
 from contract.snapshot import Arrays, Keys, Manifest
 from loader.build import PointsTimelines, build_arrays
@@ -42,7 +44,12 @@ from loader.explain import Explanation, explain_practitioner
 from loader.ledger import read_ledger
 from loader.points import Ledger, PointsResult, RegistrationStarts, derive_statuses
 from loader.policy import load_policy
-from loader.publish import ANY_VERSION, PublishResult, publish_snapshot
+from loader.publish import (
+    ANY_VERSION,
+    DEFAULT_WAIT_TIMEOUT_MS,
+    PublishResult,
+    publish_snapshot,
+)
 from loader.registry import Registry, read_registry
 from loader.status_feed import StatusFeed, Timelines, feed_timelines, read_status_feed
 from loader.tables import FileFormat
@@ -214,16 +221,19 @@ def read_and_build(
 
 def load(
     built: Built,
-    redis_url: str,
+    where: RedisTarget | str,
     prefix: str,
     *,
     expect_current: int | None = ANY_VERSION,
     signer: Signer | None = None,
+    wait_replicas: int | None = None,
+    wait_timeout_ms: int = DEFAULT_WAIT_TIMEOUT_MS,
 ) -> PublishResult:
     """Publish ``built`` as the new current snapshot under ``prefix``, only on top
     of ``expect_current`` (None: nothing published yet; ``ANY_VERSION``: any),
-    signed by ``signer``."""
-    client = _connect(redis_url)
+    signed by ``signer``, on the primary; then wait for ``wait_replicas``
+    replicas (``loader.publish``)."""
+    client = _connect(where)
     try:
         return publish_snapshot(
             client,
@@ -232,6 +242,8 @@ def load(
             built.meta,
             expect_current=expect_current,
             signer=signer,
+            wait_replicas=wait_replicas,
+            wait_timeout_ms=wait_timeout_ms,
         )
     finally:
         client.close()
@@ -239,16 +251,19 @@ def load(
 
 def change(
     built: Built,
-    redis_url: str,
+    where: RedisTarget | str,
     prefix: str,
     *,
     expect_snapshot: int | None = None,
     stream_max_entries: int = DEFAULT_STREAM_MAX_ENTRIES,
     signer: Signer | None = None,
+    wait_replicas: int | None = None,
+    wait_timeout_ms: int = DEFAULT_WAIT_TIMEOUT_MS,
 ) -> ChangeResult:
     """Publish the complete new records of the practitioners in ``built`` as a
-    live change on top of the current snapshot (``loader.changes``)."""
-    client = _connect(redis_url)
+    live change on top of the current snapshot (``loader.changes``), on the
+    primary; then wait for ``wait_replicas`` replicas."""
+    client = _connect(where)
     try:
         return publish_change(
             client,
@@ -257,24 +272,26 @@ def change(
             expect_snapshot=expect_snapshot,
             stream_max_entries=stream_max_entries,
             signer=signer,
+            wait_replicas=wait_replicas,
+            wait_timeout_ms=wait_timeout_ms,
         )
     finally:
         client.close()
 
 
-def read_current(redis_url: str, prefix: str) -> int | None:
+def read_current(where: RedisTarget | str, prefix: str) -> int | None:
     """The snapshot version current under ``prefix`` (None: nothing published)."""
-    client = _connect(redis_url)
+    client = _connect(where)
     try:
         return read_current_version(client, Keys(prefix))
     finally:
         client.close()
 
 
-def read_status(redis_url: str, prefix: str) -> PublishedStatus:
+def read_status(where: RedisTarget | str, prefix: str) -> PublishedStatus:
     """The snapshot version published under ``prefix``, its changes and manifest."""
     keys = Keys(prefix)
-    client = _connect(redis_url)
+    client = _connect(where)
     try:
         version = read_current_version(client, keys)
         manifest = read_manifest(client, keys, version) if version is not None else None
@@ -301,5 +318,7 @@ def explain(
     )
 
 
-def _connect(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_connect_timeout=5)
+def _connect(where: RedisTarget | str) -> redis.Redis:
+    """A client of the primary (through Sentinel when ``where`` says so)."""
+    target = RedisTarget(url=where) if isinstance(where, str) else where
+    return target.client(socket_connect_timeout=5)

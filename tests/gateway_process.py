@@ -20,14 +20,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class GatewayProcess:
-    def __init__(self, redis_url: str, prefix: str, *extra_args: str) -> None:
-        self.port = free_port()
+    """``redis_url`` None: the Redis flags are in ``extra_args`` (``--redis-sentinel``);
+    ``port``: listen there (a gateway restarted where its clients know it)."""
+
+    def __init__(
+        self, redis_url: str | None, prefix: str, *extra_args: str, port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.args = [
             sys.executable,
             "-m",
             "gateway",
-            "--redis-url", redis_url,
+            *(["--redis-url", redis_url] if redis_url is not None else []),
             "--prefix", prefix,
             "--host", "127.0.0.1",
             "--port", str(self.port),
@@ -40,6 +45,14 @@ class GatewayProcess:
         ]  # fmt: skip
         self.proc: subprocess.Popen[str] | None = None
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"gateway-{self.port}.log"
+
+    def again(self) -> GatewayProcess:
+        """A new, unstarted process with this one's command line and port (a restart)."""
+        twin = GatewayProcess.__new__(GatewayProcess)
+        twin.port, twin.address, twin.args = self.port, self.address, list(self.args)
+        twin.proc = None
+        twin.log_path = self.log_path.with_name(f"{self.log_path.stem}-again.log")
+        return twin
 
     def start(self, *, wait_serving: bool = True, timeout_s: float = 30.0) -> GatewayProcess:
         self._log = self.log_path.open("w")

@@ -285,3 +285,223 @@ def test_start_from_the_disk_cache_while_redis_is_down(
         assert follower.holder.current is None  # a cache of another prefix is not used
 
     run_follower(dead, prefix + "-other", other_prefix, cache_dir)
+
+
+# -- failovers: the promoted replica lacks the last writes ------------------------------
+#
+# Two redis-servers: A, the primary, and B, its replica, promoted (REPLICAOF NO
+# ONE) while A goes on taking writes B never gets: what a Sentinel failover does
+# when the old primary had not replicated its last writes. The follower reads A,
+# then B (its client swapped, as a Sentinel pool reconnects to the new primary).
+
+
+@pytest.fixture
+def primary_and_replica() -> Iterator[tuple[redis.Redis, redis.Redis]]:
+    with RedisProcess() as a, RedisProcess() as b:
+        client_a, client_b = redis.Redis.from_url(a.url), redis.Redis.from_url(b.url)
+        client_a.config_set("repl-diskless-sync-delay", 0)
+        client_b.replicaof("127.0.0.1", a.port)
+        try:
+            yield client_a, client_b
+        finally:
+            client_a.close()
+            client_b.close()
+
+
+def replicated(primary: redis.Redis) -> None:
+    """Wait until the replica has every write so far."""
+    deadline = time.monotonic() + 10
+    while int(primary.execute_command("WAIT", 1, 1000)) < 1:  # type: ignore[no-untyped-call]
+        assert time.monotonic() < deadline, "the replica never synced"
+
+
+def promote(replica: redis.Redis) -> None:
+    replica.replicaof("NO", "ONE")
+
+
+def follow_a_then_b(
+    client_a: redis.Redis,
+    client_b: redis.Redis,
+    prefix: str,
+    on_a: Callable[[SnapshotFollower], Awaitable[None]],
+    on_b: Callable[[SnapshotFollower], Awaitable[None]],
+    behind_grace_s: float = 10.0,
+) -> SnapshotFollower:
+    url = "redis://127.0.0.1:{}/0"
+    a_url = url.format(client_a.connection_pool.connection_kwargs["port"])
+    b_url = url.format(client_b.connection_pool.connection_kwargs["port"])
+
+    async def main() -> SnapshotFollower:
+        async_a = aioredis.Redis.from_url(a_url, socket_connect_timeout=0.5)
+        async_b = aioredis.Redis.from_url(b_url, socket_connect_timeout=0.5)
+        follower = SnapshotFollower(
+            async_a,
+            Keys(prefix),
+            IndexHolder(),
+            poll_interval_s=POLL_S,
+            behind_grace_s=behind_grace_s,
+        )
+        task = asyncio.create_task(follower.run())
+        try:
+            await on_a(follower)
+            follower.client = async_b  # the failover: the next command reaches B
+            await on_b(follower)
+        finally:
+            task.cancel()
+            await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 10)
+            await async_a.aclose()
+            await async_b.aclose()
+        return follower
+
+    return asyncio.run(main())
+
+
+def test_changes_lost_in_a_failover_are_replaced_by_the_new_primarys(
+    primary_and_replica: tuple[redis.Redis, redis.Redis], prefix: str
+) -> None:
+    """A had changes 1-3, B only 1; B then publishes its own change 2: the follower
+    sees a change numbered below the held one after its place, and converges on B
+    (never stuck skipping B's changes as "already applied")."""
+    a, b = primary_and_replica
+    keys = Keys(prefix)
+    version = publish_snapshot(a, keys, build_arrays([active(c) for c in DOCTORS])).version
+    publish_change(a, keys, build_arrays([suspended(DOCTORS[0])]))
+    replicated(a)
+    promote(b)
+    for code in DOCTORS[1:3]:
+        publish_change(a, keys, build_arrays([suspended(code)]), wait_replicas=0)  # lost with A
+
+    async def on_a(follower: SnapshotFollower) -> None:
+        await until(lambda: follower.holder.version == index_version(version, 3), "A's changes")
+
+    async def on_b(follower: SnapshotFollower) -> None:
+        assert publish_change(b, keys, build_arrays([suspended(DOCTORS[3])])).seq == 2
+        await until(lambda: follower.rollbacks == 1, "the convergence on B")
+        holder = follower.holder
+        assert holder.version == index_version(version, 2)
+        assert [status_of(holder, c) for c in DOCTORS[:4]] == [
+            Status.SUSPENDED,
+            Status.ACTIVE,  # A's change 2, lost
+            Status.ACTIVE,  # A's change 3, lost
+            Status.SUSPENDED,  # B's change 2
+        ]
+        publish_change(b, keys, build_arrays([suspended(DOCTORS[4])]))
+        await until(lambda: held(holder).change_seq == 3, "B's change 3, from the stream")
+        assert status_of(holder, DOCTORS[1]) == Status.ACTIVE
+
+    follower = follow_a_then_b(a, b, prefix, on_a, on_b)
+    assert follower.rollbacks == 1, follower.health_details()
+
+
+def test_a_snapshot_version_reused_after_a_failover_is_read_again(
+    primary_and_replica: tuple[redis.Redis, redis.Redis], prefix: str
+) -> None:
+    """A's flip to v2 was lost with A, and so was its INCR: B's next load is v2 again,
+    other data. The follower holding A's v2 sees the marker of its own version
+    after its place and reads B's v2, not the overlay of B's on top of A's arrays."""
+    a, b = primary_and_replica
+    keys = Keys(prefix)
+    v1 = publish_snapshot(a, keys, build_arrays([active(c) for c in DOCTORS])).version
+    replicated(a)
+    promote(b)
+    v2 = publish_snapshot(
+        a, keys, build_arrays([suspended(c) for c in DOCTORS]), wait_replicas=0
+    ).version
+
+    async def on_a(follower: SnapshotFollower) -> None:
+        await until(lambda: follower.holder.version == index_version(v2, 0), "A's v2")
+        assert status_of(follower.holder, DOCTORS[5]) == Status.SUSPENDED
+
+    async def on_b(follower: SnapshotFollower) -> None:
+        people = [active(c) for c in DOCTORS[:6]]  # DOCTORS[6:] not registered in B's v2
+        assert publish_snapshot(b, keys, build_arrays(people)).version == v2  # reused
+        publish_change(b, keys, build_arrays([suspended(DOCTORS[0])]))
+        holder = follower.holder
+        await until(lambda: holder.version == index_version(v2, 1), "B's v2 and its change")
+        assert status_of(holder, DOCTORS[0]) == Status.SUSPENDED
+        assert status_of(holder, DOCTORS[5]) == Status.ACTIVE  # B's arrays, not A's
+        assert status_of(holder, DOCTORS[6]) == Status.NOT_REGISTERED
+        assert follower.rollbacks == 1
+
+    follow_a_then_b(a, b, prefix, on_a, on_b)
+    assert v1 < v2
+
+
+def test_a_change_on_an_older_snapshot_after_a_lost_flip_is_converged_on(
+    primary_and_replica: tuple[redis.Redis, redis.Redis], prefix: str
+) -> None:
+    a, b = primary_and_replica
+    keys = Keys(prefix)
+    v1 = publish_snapshot(a, keys, build_arrays([active(c) for c in DOCTORS])).version
+    replicated(a)
+    promote(b)
+    v2 = publish_snapshot(
+        a, keys, build_arrays([active(c) for c in DOCTORS[:4]]), wait_replicas=0
+    ).version
+
+    async def on_a(follower: SnapshotFollower) -> None:
+        await until(lambda: follower.holder.version == index_version(v2, 0), "A's v2")
+
+    async def on_b(follower: SnapshotFollower) -> None:
+        assert publish_change(b, keys, build_arrays([suspended(DOCTORS[7])])).base == v1
+        holder = follower.holder
+        await until(lambda: holder.version == index_version(v1, 1), "B's v1 and its change")
+        assert status_of(holder, DOCTORS[7]) == Status.SUSPENDED  # only in v1
+        assert follower.rollbacks == 1
+
+    follow_a_then_b(a, b, prefix, on_a, on_b)
+
+
+def test_a_primary_behind_the_held_index_is_waited_for_then_taken(
+    primary_and_replica: tuple[redis.Redis, redis.Redis], prefix: str
+) -> None:
+    """Nothing published after the failover: B is behind (change 1 of 2). A replica
+    catching up would be there within the grace; a lost write never is, so after
+    it the follower takes B's data, saying so."""
+    a, b = primary_and_replica
+    keys = Keys(prefix)
+    version = publish_snapshot(a, keys, build_arrays([active(c) for c in DOCTORS])).version
+    publish_change(a, keys, build_arrays([suspended(DOCTORS[0])]))
+    replicated(a)
+    promote(b)
+    publish_change(a, keys, build_arrays([suspended(DOCTORS[1])]), wait_replicas=0)  # lost with A
+    grace_s = 0.5
+
+    async def on_a(follower: SnapshotFollower) -> None:
+        await until(lambda: follower.holder.version == index_version(version, 2), "A's changes")
+
+    async def on_b(follower: SnapshotFollower) -> None:
+        holder = follower.holder
+        swapped = time.monotonic()
+        await until(lambda: holder.version == index_version(version, 1), "B's state")
+        assert time.monotonic() - swapped >= grace_s  # not before the grace
+        assert status_of(holder, DOCTORS[1]) == Status.ACTIVE
+        assert follower.rollbacks == 1
+        assert follower.health_details()["rollbacks"] == 1
+
+    follow_a_then_b(a, b, prefix, on_a, on_b, behind_grace_s=grace_s)
+
+
+def test_a_replica_cut_off_from_its_primary_is_not_taken_for_the_truth(
+    primary_and_replica: tuple[redis.Redis, redis.Redis], prefix: str
+) -> None:
+    """Behind because its link to the primary is down (or its first sync is running):
+    what it holds says nothing about what was published, so the grace does not end."""
+    a, b = primary_and_replica
+    keys = Keys(prefix)
+    version = publish_snapshot(a, keys, build_arrays([active(c) for c in DOCTORS])).version
+    publish_change(a, keys, build_arrays([suspended(DOCTORS[0])]))
+    replicated(a)
+    b.replicaof("127.0.0.1", free_port())  # its primary is gone: link down, data kept
+    publish_change(a, keys, build_arrays([suspended(DOCTORS[1])]), wait_replicas=0)
+
+    async def on_a(follower: SnapshotFollower) -> None:
+        await until(lambda: follower.holder.version == index_version(version, 2), "A's changes")
+
+    async def on_b(follower: SnapshotFollower) -> None:
+        await asyncio.sleep(1.0)  # well past the grace
+        assert follower.holder.version == index_version(version, 2)
+        assert status_of(follower.holder, DOCTORS[1]) == Status.SUSPENDED
+        assert follower.rollbacks == 0
+
+    follow_a_then_b(a, b, prefix, on_a, on_b, behind_grace_s=0.2)

@@ -4,6 +4,7 @@ bad files stop with file, line and field, and publish nothing."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import redis
 from contract.codes import encode_practitioner
 from contract.reads import read_current_version, read_snapshot
 from contract.snapshot import Keys
-from gateway.ops.redis_process import free_port
+from gateway.ops.redis_process import RedisProcess, free_port
 from loader.cli import main
 from loader.sample import FIXED
 
@@ -378,3 +379,83 @@ def test_change_with_nothing_published_says_so_before_reading_the_files(
     assert main(["change", *argv, "--redis-url", redis_url, "--prefix", prefix]) == 1
     err = capsys.readouterr().err
     assert f"no snapshot is published under prefix {prefix!r}" in err
+
+
+# -- Sentinel and replicas ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("redis_args", "named"),
+    [
+        (["--redis-sentinel", "127.0.0.1:26379"], "--redis-master-name"),
+        (
+            ["--redis-url", "redis://127.0.0.1:6390/0", "--redis-sentinel", "127.0.0.1:1"],
+            "not both",
+        ),
+        (["--redis-sentinel", "127.0.0.1:x", "--redis-master-name", "elig"], "not a TCP port"),
+        (["--redis-master-name", "elig"], "only used with --redis-sentinel"),
+    ],
+)
+def test_redis_settings_that_cannot_work_exit_2_naming_the_flag(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    redis_args: list[str],
+    named: str,
+) -> None:
+    for name in ("ELIG_REDIS_URL", "ELIG_REDIS_SENTINEL", "ELIG_REDIS_MASTER_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    registry = write(tmp_path / "registry.csv", REGISTRY_HEADER, REGISTRY)
+    status = write(tmp_path / "status.csv", STATUS_HEADER, STATUS)
+    argv = ["load", "--registry", str(registry), "--status", str(status)]
+    assert main([*argv, *redis_args]) == 2
+    assert named in capsys.readouterr().err
+    assert main(["status", *redis_args]) == 2
+
+
+def test_the_environment_gives_the_sentinels(monkeypatch: pytest.MonkeyPatch) -> None:
+    from loader.cli import build_parser
+
+    monkeypatch.setenv("ELIG_REDIS_SENTINEL", "10.0.0.1:26379,10.0.0.2:26379")
+    monkeypatch.setenv("ELIG_REDIS_MASTER_NAME", "elig")
+    args = build_parser().parse_args(["status"])
+    assert (args.redis_sentinel, args.redis_master_name) == (
+        "10.0.0.1:26379,10.0.0.2:26379",
+        "elig",
+    )
+    args = build_parser().parse_args(["load", "--registry", "r.csv", "--wait-replicas", "2"])
+    assert (args.wait_replicas, args.wait_timeout_ms) == (2, 2000)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["load", "--registry", "r.csv", "--wait-timeout-ms", "0"])
+
+
+def test_a_publication_no_replica_confirmed_exits_3_saying_it_is_published(
+    tmp_path: Path, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with RedisProcess() as primary, RedisProcess() as replica:
+        client = redis.Redis.from_url(primary.url)
+        client.config_set("repl-diskless-sync-delay", 0)
+        client.set("x", "1")
+        replica_client = redis.Redis.from_url(replica.url)
+        replica_client.replicaof("127.0.0.1", primary.port)
+        replica_client.close()
+        while int(client.execute_command("WAIT", 1, 1000)) < 1:  # type: ignore[no-untyped-call]
+            pass
+        assert load(tmp_path, primary.url, prefix) == 0
+        assert "replicas: 1 of 1 acknowledged" in capsys.readouterr().out
+        assert replica.proc is not None
+        replica.proc.send_signal(signal.SIGSTOP)  # online, acknowledging nothing
+        try:
+            registry = write(tmp_path / "registry.csv", REGISTRY_HEADER, REGISTRY)
+            status = write(tmp_path / "status.csv", STATUS_HEADER, STATUS)
+            argv = ["load", "--registry", str(registry), "--status", str(status)]
+            url = ["--redis-url", primary.url, "--prefix", prefix]
+            assert main([*argv, *url, "--wait-timeout-ms", "200"]) == 3
+            out, err = capsys.readouterr()
+            assert "published version 2" in out
+            assert "published on the primary" in err and "may not survive a failover" in err
+            assert read_current_version(client, Keys(prefix)) == 2  # it is published
+            assert main([*argv, *url, "--wait-replicas", "0"]) == 0  # asked for none
+        finally:
+            replica.proc.send_signal(signal.SIGCONT)
+            client.close()

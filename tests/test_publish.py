@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import time
+from collections.abc import Iterator
 from typing import cast
 
 import numpy as np
@@ -15,9 +19,12 @@ from contract.days import DAY_NONE
 from contract.domain import Status
 from contract.errors import SnapshotError, StalePublishError
 from contract.reads import read_current_version, read_manifest, read_snapshot
+from contract.redis_target import online_replicas
 from contract.snapshot import ARRAY_DTYPES, Arrays, Keys, empty_arrays
+from gateway.ops.redis_process import RedisProcess
 from loader.build import build_arrays
-from loader.publish import collect_garbage, publish_snapshot
+from loader.changes import publish_change
+from loader.publish import Replication, collect_garbage, publish_snapshot
 from loader.registry import Registry
 from loader.timeline import StatusChange
 
@@ -213,6 +220,28 @@ def test_failed_flip_leaves_current_untouched(
     assert versions_in_redis(redis_client, keys) == {before}
 
 
+def test_a_flip_whose_reply_was_lost_is_published_and_kept(
+    redis_client: redis.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The script ran, the connection broke before its reply (or during WAIT, in a
+    failover): the version is current, so its keys must not be deleted."""
+    from loader import publish
+
+    keys = Keys(prefix)
+    before = publish_snapshot(redis_client, keys, sample_arrays(seed=1)).version
+    real_flip = publish._flip
+
+    def flip_then_lose_the_reply(*args: object, **kwargs: object) -> tuple[int, int, int]:
+        real_flip(*args, **kwargs)  # type: ignore[arg-type]
+        raise redis.ConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr("loader.publish._flip", flip_then_lose_the_reply)
+    result = publish_snapshot(redis_client, keys, sample_arrays(seed=2))
+    assert read_current_version(redis_client, keys) == result.version > before
+    assert result.replication.confirmed  # no replicas here: none asked for
+    assert read_snapshot(redis_client, keys) is not None  # every chunk still there
+
+
 def test_invalid_arrays_are_refused_before_writing(redis_client: redis.Redis, prefix: str) -> None:
     keys = Keys(prefix)
     arrays = sample_arrays()
@@ -227,5 +256,82 @@ def test_flip_refuses_a_version_without_manifest(redis_client: redis.Redis, pref
     from loader.publish import _flip
 
     keys = Keys(prefix)
-    assert _flip(redis_client, keys, 5, -1, "no-epoch") == (-1, 0)
+    assert _flip(redis_client, keys, 5, -1, "no-epoch") == (-1, 0, 0)
     assert read_current_version(redis_client, keys) is None
+
+
+# -- replication: WAIT after the flip ------------------------------------------------
+
+
+@pytest.fixture
+def with_replica() -> Iterator[tuple[redis.Redis, RedisProcess]]:
+    """A primary (its client) and its replica's process, in sync."""
+    with RedisProcess() as primary, RedisProcess() as replica:
+        client = redis.Redis.from_url(primary.url)
+        client.config_set("repl-diskless-sync-delay", 0)
+        replica_client = redis.Redis.from_url(replica.url)
+        replica_client.replicaof("127.0.0.1", primary.port)
+        replica_client.close()
+        deadline = time.monotonic() + 10
+        while online_replicas(client.info("replication")) < 1:
+            assert time.monotonic() < deadline, "the replica never synced"
+            time.sleep(0.02)
+        try:
+            yield client, replica
+        finally:
+            client.close()
+
+
+@contextlib.contextmanager
+def stopped(process: RedisProcess) -> Iterator[None]:
+    """The replica frozen (SIGSTOP): connected, online, acknowledging nothing."""
+    assert process.proc is not None
+    process.proc.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        process.proc.send_signal(signal.SIGCONT)
+
+
+def test_without_replicas_nothing_is_waited_for(redis_client: redis.Redis, prefix: str) -> None:
+    result = publish_snapshot(redis_client, Keys(prefix), sample_arrays())
+    assert result.replication == Replication(wanted=0, acked=0, timeout_ms=0, online=0)
+    assert result.replication.confirmed
+
+
+def test_a_publication_waits_for_a_replica_when_there_is_one(
+    with_replica: tuple[redis.Redis, RedisProcess], prefix: str
+) -> None:
+    client, _ = with_replica
+    keys = Keys(prefix)
+    result = publish_snapshot(client, keys, sample_arrays())
+    assert (result.replication.wanted, result.replication.acked) == (1, 1)
+    assert result.replication.online == 1 and result.replication.confirmed
+    change = publish_change(client, keys, sample_arrays(n=3, seed=5))
+    assert (change.replication.wanted, change.replication.acked) == (1, 1)
+    none = publish_change(client, keys, sample_arrays(n=3, seed=6), wait_replicas=0)
+    assert none.replication.wanted == 0
+
+
+def test_a_replica_that_does_not_acknowledge_is_reported_not_raised(
+    with_replica: tuple[redis.Redis, RedisProcess], prefix: str
+) -> None:
+    """Published on the primary all the same (current flipped, change in the stream):
+    the result says the replicas did not confirm it, for the CLI to fail loudly."""
+    client, replica = with_replica
+    keys = Keys(prefix)
+    with stopped(replica):
+        started = time.monotonic()
+        result = publish_snapshot(client, keys, sample_arrays(), wait_timeout_ms=300)
+        assert time.monotonic() - started >= 0.3
+        assert read_current_version(client, keys) == result.version
+        assert (result.replication.wanted, result.replication.acked) == (1, 0)
+        assert not result.replication.confirmed
+        assert "may not survive a failover" in result.replication.shortfall("it")
+        change = publish_change(client, keys, sample_arrays(n=3, seed=5), wait_timeout_ms=300)
+        assert change.seq == 1 and not change.replication.confirmed
+    assert client.execute_command("WAIT", 1, 10_000) == 1  # type: ignore[no-untyped-call]
+    two = publish_change(
+        client, keys, sample_arrays(n=3, seed=6), wait_replicas=2, wait_timeout_ms=200
+    )
+    assert (two.replication.wanted, two.replication.acked) == (2, 1)

@@ -16,7 +16,10 @@ activation puts it there), ``bash -c``, against a private redis-server
   suite itself: the program is run with ``--help`` and every flag the README gives
   it must be one its parser knows;
 - ``Checked``: what is neither (make targets, a tool not installed here, examples
-  run by another test, a shell ``export``), with its own check and the reason.
+  run by another test, a shell ``export``), with its own check and the reason;
+- ``InOrder``: the loopback cluster walk-through ("Running more than one"), whose lines
+  only work one after the other in one shell: ``test_the_loopback_cluster_walkthrough``
+  runs them so, on free ports.
 
 A README command missing from ``PLANS`` fails ``test_every_command_is_exercised``,
 and so does a plan whose command is no longer in the README.
@@ -37,6 +40,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.ops.redis_process import free_port
 from proto.eligibility.v1 import eligibility_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -193,7 +197,13 @@ class Checked:
     check: Callable[[str], None] = field(repr=False)
 
 
-Plan = Run | HelpCheck | Checked
+@dataclass(frozen=True)
+class InOrder:
+    """A line of ``CLUSTER_WALKTHROUGH``: run with the others, in order, by
+    ``test_the_loopback_cluster_walkthrough``."""
+
+
+Plan = Run | HelpCheck | Checked | InOrder
 
 
 def _makefile_recipe(target: str) -> list[str]:
@@ -217,6 +227,12 @@ def check_make_run(command: str) -> None:
 def check_make_test(command: str) -> None:
     recipe = _makefile_recipe("test")
     assert "$(PY) -m pytest" in recipe, recipe
+
+
+def check_make_setup(command: str) -> None:
+    lines = (ROOT / "Makefile").read_text().splitlines()
+    assert any(line.startswith("setup:") for line in lines)
+    assert any(line.startswith(("run: setup", "test: setup")) for line in lines)
 
 
 def check_in_test_examples(needle: str) -> Callable[[str], None]:
@@ -262,6 +278,10 @@ PLANS: dict[str, Plan] = {
         f"{SERVES}; its recipe is run with --exit-after-demo (the next plan)", check_make_run
     ),
     "make test": Checked("the whole suite, this test included", check_make_test),
+    "make setup": Checked(
+        "builds .venv and the compiled claim path; `make run` and `make test` depend on it",
+        check_make_setup,
+    ),
     '.venv/bin/python -m pytest -m "not slow"': HelpCheck(
         (".venv/bin/python", "-m", "pytest"), "the suite itself (about a minute)"
     ),
@@ -395,6 +415,10 @@ PLANS: dict[str, Plan] = {
     "python -m bench.bench_workers": HelpCheck(("python", "-m", "bench.bench_workers"), BENCH),
     "python -m bench.fault_injection": HelpCheck(("python", "-m", "bench.fault_injection"), BENCH),
     "python -m bench.soak": HelpCheck(("python", "-m", "bench.soak"), "10 minutes of load"),
+    "python -m bench.failover": HelpCheck(
+        ("python", "-m", "bench.failover"),
+        "three runs of tests/test_cluster.py's scenario (about 10 s each), which the tests run",
+    ),
     "python -m bench.serve_national --port 50051 &": HelpCheck(
         ("python", "-m", "bench.serve_national"), f"{SERVES}, a national-scale data set"
     ),
@@ -405,6 +429,49 @@ PLANS: dict[str, Plan] = {
         files=("bench/locustfile.py",),
     ),
 }
+
+
+# The loopback cluster walk-through ("Running more than one"), line by line, in order
+# (the claim is sent twice). Its ports are replaced by free ones when it runs.
+CLUSTER_WALKTHROUGH = (
+    "mkdir -p cluster",
+    'redis-server --port 6380 --save "" --appendonly no --repl-diskless-sync-delay 0 '
+    '--daemonize yes --dir cluster --pidfile "$PWD/cluster/6380.pid" --logfile 6380.log',
+    'redis-server --port 6381 --replicaof 127.0.0.1 6380 --save "" --appendonly no '
+    '--daemonize yes --dir cluster --pidfile "$PWD/cluster/6381.pid" --logfile 6381.log',
+    "for port in 26380 26381 26382; do printf 'port %s\\nsentinel monitor elig 127.0.0.1 6380 "
+    "2\\nsentinel down-after-milliseconds elig 1000\\nsentinel failover-timeout elig 5000\\n' "
+    '"$port" > "cluster/sentinel-$port.conf"; redis-server "cluster/sentinel-$port.conf" '
+    '--sentinel --daemonize yes --dir cluster --pidfile "$PWD/cluster/$port.pid" '
+    '--logfile "$port.log"; done',
+    "export ELIG_REDIS_SENTINEL=127.0.0.1:26380,127.0.0.1:26381,127.0.0.1:26382 "
+    "ELIG_REDIS_MASTER_NAME=elig",
+    "python -m loader keygen --out cluster/keys",
+    "python -m loader sample --out cluster/sample",
+    "python -m loader load --registry cluster/sample/registry.csv --status "
+    "cluster/sample/status.csv --signing-key cluster/keys/signing.key",
+    "for port in 50061 50062 50063; do python -m gateway --port $port --read-from replicas "
+    "--trusted-keys cluster/keys/signing.pub --audit-spool-dir cluster/spool-$port > "
+    "cluster/gateway-$port.log 2>&1 & done",
+    "for port in 50061 50062 50063; do until python deploy/docker/healthcheck.py --port $port "
+    "2>/dev/null; do sleep 0.2; done; done",
+    "python examples/python/check_claim.py --address "
+    "ipv4:127.0.0.1:50061,127.0.0.1:50062,127.0.0.1:50063",
+    "kill -9 $(cat cluster/6380.pid)",
+    "until redis-cli -p 26380 sentinel get-master-addr-by-name elig | grep -qx 6381; do sleep "
+    "0.2; done",
+    "grep -e practitioner_code -e D110105000001 cluster/sample/registry.csv > "
+    "cluster/changed-registry.csv",
+    "printf 'practitioner_code,status,effective_from,effective_until,reference\\nD110105000001,"
+    "SUSPENDED,2026-01-01,2099-12-31,CHANGE-1\\n' > cluster/changed-status.csv",
+    "python -m loader change --registry cluster/changed-registry.csv --status "
+    "cluster/changed-status.csv --signing-key cluster/keys/signing.key",
+    "python examples/python/check_claim.py --address "
+    "ipv4:127.0.0.1:50061,127.0.0.1:50062,127.0.0.1:50063",
+    "kill $(jobs -p) $(cat cluster/6381.pid cluster/26380.pid cluster/26381.pid cluster/26382.pid)",
+)
+CLUSTER_PORTS = ("6380", "6381", "26380", "26381", "26382", "50061", "50062", "50063")
+PLANS.update({command: InOrder() for command in CLUSTER_WALKTHROUGH})
 
 
 # --- what Run commands find in their directory ----------------------------------------------
@@ -565,3 +632,37 @@ def test_help_knows_every_flag(command: Command, plan: HelpCheck) -> None:
 @pytest.mark.parametrize(("command", "plan"), _plans(Checked))
 def test_checked(command: Command, plan: Checked) -> None:
     plan.check(command.text)
+
+
+@pytest.mark.slow
+def test_the_loopback_cluster_walkthrough(tmp_path: Path) -> None:
+    """The "Running more than one" lines as one shell session, in README order, on free
+    ports (each README port replaced by one), in a directory where ``examples/`` and
+    ``deploy/`` are the repository's: the claim is paid before the failover and rejected
+    after the change."""
+    lines = [
+        c.text
+        for c in readme_commands(README.read_text(encoding="utf-8"))
+        if isinstance(PLANS.get(c.text), InOrder)
+    ]
+    assert lines == list(CLUSTER_WALKTHROUGH), "the README's walk-through changed"
+    ports = {port: str(free_port()) for port in CLUSTER_PORTS}
+    pattern = re.compile(r"\b(" + "|".join(CLUSTER_PORTS) + r")\b")
+    script = "\n".join(pattern.sub(lambda m: ports[m.group(1)], line) for line in lines)
+    for name in ("examples", "deploy"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    # Whatever happens, nothing is left running: the servers by their pid files, the
+    # gateways as this shell's jobs (no drain: ELIG_DRAIN_S=0).
+    cleanup = (
+        "trap 'code=$?; set +e; kill $(jobs -p) 2>/dev/null; cat cluster/*.pid 2>/dev/null | "
+        "xargs -r kill -9 2>/dev/null; wait; exit $code' EXIT"
+    )
+    result = shell(f"set -e\n{cleanup}\n{script}", tmp_path, {"ELIG_DRAIN_S": "0"}, timeout_s=120)
+    assert result.returncode == 0, output(result)
+    out = result.stdout
+    assert "replicas: 1 of 1 acknowledged" in out, output(result)
+    paid, rejected = (
+        out.index("line 1: DECISION_PAY REASON_OK"),
+        out.index("line 1: DECISION_REJECT REASON_SUSPENDED"),
+    )
+    assert paid < out.index("published change 1") < rejected, output(result)

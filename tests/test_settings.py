@@ -80,6 +80,11 @@ def test_operations_settings_come_from_the_environment() -> None:
 # Flags of `python -m gateway` that are not settings: they steer this run of the
 # command (the embedded demo), not a gateway's configuration.
 NOT_SETTINGS = {"help", "version", "no_demo", "exit_after_demo", "sample_practitioners"}
+# Values the all-flags test below gives where "sample-<name>" would not do.
+SAMPLES = {"redis_sentinel": "127.0.0.1:26379,127.0.0.1:26380", "redis_master_name": "elig"}
+# --redis-url excludes --redis-sentinel (and --read-from replicas needs Sentinel):
+# the all-flags test gives the Sentinel ones; --redis-url is checked on its own.
+EXCLUDED = {"redis_url"}
 
 
 def _sample(action: argparse.Action, default: Any) -> tuple[list[str], str, Any]:
@@ -96,6 +101,8 @@ def _sample(action: argparse.Action, default: Any) -> tuple[list[str], str, Any]
         value = next(c for c in action.choices if c != default)
         return [flag, str(value)], str(value), value
     sample: Any
+    if action.dest in SAMPLES:
+        return [flag, SAMPLES[action.dest]], SAMPLES[action.dest], SAMPLES[action.dest]
     if action.type is int:
         sample = default + 1 if isinstance(default, int) else 1234
     elif action.type is float:
@@ -127,12 +134,16 @@ def test_every_gateway_flag_is_a_setting_with_an_elig_variable(
         if action.dest in NOT_SETTINGS:
             assert action.dest not in names, f"{action.dest} is a setting: drop the exception"
             continue
+        if action.dest in EXCLUDED:
+            assert action.dest in names
+            continue
         assert action.dest in names, f"{action.option_strings}: no Settings field {action.dest}"
         args, raw, value = _sample(action, getattr(defaults, action.dest))
         argv += args
         env[ENV_PREFIX + action.dest.upper()] = raw
         want[action.dest] = value
     assert "load_timeout_s" in want  # issue 13: it was a flag without a variable
+    assert want["read_from"] == "replicas"
 
     from_env = Settings.from_env(env)
     assert {name: getattr(from_env, name) for name in want} == want
@@ -156,3 +167,58 @@ def test_load_timeout_comes_from_the_environment_and_must_be_positive() -> None:
     assert Settings.from_env({"ELIG_LOAD_TIMEOUT_S": "2.5"}).load_timeout_s == 2.5
     with pytest.raises(ValueError, match="load_timeout_s"):
         Settings.from_env({"ELIG_LOAD_TIMEOUT_S": "0"})
+
+
+def test_redis_url_flag_and_variable() -> None:
+    url = "rediss://gateway:s3cret@redis.example:6380/0"
+    assert Settings.from_env({"ELIG_REDIS_URL": url}).redis_url == url
+    args = build_parser(Settings()).parse_args(["--redis-url", url])
+    assert Settings().with_overrides(redis_url=args.redis_url).redis_url == url
+
+
+def test_sentinel_settings_come_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "ELIG_REDIS_SENTINEL": "10.0.0.1:26379,10.0.0.2:26379",
+            "ELIG_REDIS_MASTER_NAME": "elig",
+            "ELIG_READ_FROM": "replicas",
+        }
+    )
+    assert settings.redis_url is None
+    assert (settings.redis_master_name, settings.read_from) == ("elig", "replicas")
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        # Both: refused, naming both flags.
+        (
+            {"ELIG_REDIS_URL": "redis://r:6379/0", "ELIG_REDIS_SENTINEL": "s:26379"},
+            "--redis-url .*--redis-sentinel",
+        ),
+        ({"ELIG_REDIS_SENTINEL": "s:26379"}, "needs --redis-master-name"),
+        ({"ELIG_REDIS_MASTER_NAME": "elig"}, "only used with --redis-sentinel"),
+        ({"ELIG_REDIS_SENTINEL": "s:port", "ELIG_REDIS_MASTER_NAME": "e"}, "not a TCP port"),
+        ({"ELIG_REDIS_URL": "redis://r:6379/0", "ELIG_READ_FROM": "replicas"}, "read_from"),
+        ({"ELIG_READ_FROM": "nearest"}, "read_from"),
+        ({"ELIG_REDIS_URL": "http://r:6379/0"}, "not a redis"),
+    ],
+)
+def test_bad_redis_settings_are_refused_naming_the_flag(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        Settings.from_env(env)
+
+
+def test_the_gateway_refuses_url_and_sentinel_together(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(key)
+    argv = ["--redis-url", "redis://r:6379/0", "--redis-sentinel", "s:26379"]
+    with pytest.raises(SystemExit) as excinfo:
+        gateway_main.main([*argv, "--redis-master-name", "elig"])
+    assert excinfo.value.code == 2
+    assert "--redis-sentinel" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        gateway_main.main(["--redis-sentinel", "s:26379"])
+    assert "--redis-master-name" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """TLS and mutual TLS on the gRPC port of the real gateway, with certificates
 made by the test; and Redis reached over TLS with an ACL user and password
-through the URL (a real redis-server with its TLS port on)."""
+through the URL (a real redis-server with its TLS port on), and through a
+Sentinel that speaks only TLS too."""
 
 from __future__ import annotations
 
@@ -183,6 +184,10 @@ def tls_redis(certs: Certificates, tmp_path_factory: pytest.TempPathFactory) -> 
                 "user loader on >loader-secret ~acl:* &acl:* +@all -@dangerous",
                 "user gateway on >gateway-secret ~acl:* &acl:* "
                 "+@read +@pubsub +@connection +xadd -@dangerous",
+                # What a Sentinel needs of the nodes it watches (redis.io, Sentinel ACL).
+                "user sentinel on >sentinel-secret allchannels +multi +slaveof +ping +exec "
+                "+subscribe +config|rewrite +role +publish +info +client|setname +client|kill "
+                "+script|kill",
                 "",
             ]
         )
@@ -305,3 +310,98 @@ def test_client_identity_map_confines_each_certificate_to_its_institutions(
         finally:
             client.close()
         assert [r.get("client_identity") for r in records] == ["his-client"]
+
+
+@pytest.fixture(scope="module")
+def tls_sentinel(
+    certs: Certificates, tls_redis: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[int]:
+    """A Sentinel reachable only over TLS, watching the TLS redis-server over TLS
+    as its ``sentinel`` user; its own clients need no password."""
+    directory = tmp_path_factory.mktemp("tls-sentinel")
+    port = free_port()
+    sentinel_cert = certs.ca.issue("sentinel", server=True)
+    config = directory / "sentinel.conf"
+    config.write_text(
+        "\n".join(
+            [
+                "port 0",
+                f"tls-port {port}",
+                "bind 127.0.0.1",
+                f"tls-cert-file {sentinel_cert.cert}",
+                f"tls-key-file {sentinel_cert.key}",
+                f"tls-ca-cert-file {certs.ca.pem.cert}",
+                "tls-auth-clients no",
+                "tls-replication yes",  # TLS to the nodes it watches too
+                f"dir {directory}",
+                f"logfile {directory / 'sentinel.log'}",
+                f"sentinel monitor elig 127.0.0.1 {tls_redis} 1",
+                "sentinel auth-user elig sentinel",
+                "sentinel auth-pass elig sentinel-secret",
+                "",
+            ]
+        )
+    )
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    proc = subprocess.Popen([binary, str(config), "--sentinel"], stdout=subprocess.DEVNULL)
+    tls = {"ssl": True, "ssl_ca_certs": str(certs.ca.pem.cert), "ssl_cert_reqs": "required"}
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            probe = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, **tls)  # type: ignore[arg-type]
+            try:
+                state = probe.sentinel_master("elig")
+                assert isinstance(state, dict)
+                if not state["is_sdown"]:  # it reached the node over TLS, as its user
+                    break
+            except redis.RedisError:
+                pass
+            finally:
+                probe.close()
+            assert proc.poll() is None, (directory / "sentinel.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, (directory / "sentinel.log").read_text()[-2000:]
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_acl_users_and_tls_through_sentinel(
+    certs: Certificates, tls_sentinel: int, tmp_path: Path
+) -> None:
+    """The loader and a gateway find the TLS primary through a TLS Sentinel; their ACL
+    users reach the node, while the Sentinel, which has no password, gets none
+    (``sentinel_password=``)."""
+    query = f"?ssl_ca_certs={certs.ca.pem.cert}&ssl_cert_reqs=required&sentinel_password="
+
+    def spec(user: str, password: str) -> str:
+        return f"rediss://{user}:{password}@127.0.0.1:{tls_sentinel}/0{query}"
+
+    from loader.cli import main as loader_main
+
+    registry = tmp_path / "registry.csv"
+    registry.write_text(
+        "practitioner_code,institution_code,role,registered_on,deregistered_on\n"
+        f"{ACTIVE},{HOSPITAL},doctor,2015-01-01,\n"
+    )
+    status = tmp_path / "status.csv"
+    status.write_text("practitioner_code,status,effective_from,effective_until,reference\n")
+    sentinel = ["--redis-sentinel", spec("loader", "loader-secret"), "--redis-master-name", "elig"]
+    argv = ["load", "--registry", str(registry), "--status", str(status)]
+    assert loader_main([*argv, *sentinel, "--prefix", "acl:sentinel"]) == 0
+    wrong = ["--redis-sentinel", spec("loader", "wrong"), "--redis-master-name", "elig"]
+    assert loader_main(["status", *wrong, "--prefix", "acl:sentinel"]) == 1  # AUTH refused
+    gateway_spec = spec("gateway", "gateway-secret")
+    with GatewayProcess(
+        None,
+        "acl:sentinel",
+        "--redis-sentinel", gateway_spec,
+        "--redis-master-name", "elig",
+        "--read-from", "replicas",  # none here: the primary, through the fallback
+    ) as gateway:  # fmt: skip
+        response = check(gateway.address, None)
+        assert response.lines[0].decision == pb.DECISION_PAY
+        assert "gateway-secret" not in gateway.log()

@@ -13,6 +13,15 @@ highest seq written is kept in the hash ``{stream}:chains``, so a batch
 written again after a broken connection, or by a restarted gateway, lands
 once. A restarted gateway takes over the spool lane it left and drains it.
 
+The drain writes to the primary (the gateway's writer client is a Sentinel
+primary client when it runs with ``--redis-sentinel``: ``contract.redis_target``)
+and, when the primary has replicas online, marks a batch drained only once a
+replica has it too (``WAIT`` on the script's connection): Redis replicates
+asynchronously, and a failover that promoted a replica lacking the batch
+would otherwise lose records the spool no longer holds. Until then the batch
+stays in the spool and is sent again; the script skips what the primary
+already has, so a record lands once whichever node is primary.
+
 If the spool cannot be written (disk full, read-only, I/O error) the
 ``failure_policy`` decides: ``reject`` (the default) answers those lines
 ``REJECT`` with the reason they would have overridden (SUSPENDED /
@@ -61,10 +70,11 @@ from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from contract.days import day_to_yyyymmdd
 from contract.domain import Channel, Reason
+from contract.redis_target import online_replicas
 from gateway.decide import Override
 from gateway.ops.identity import CLIENT_IDENTITY
 from gateway.ops.logs import REQUEST_ID
@@ -96,6 +106,15 @@ FIELDS = (*RECORD_FIELDS, "kind", "attempt_id", "chain", "seq", "prev_hash", "ha
 MAX_TEXT = 128  # free-text fields a client chooses are cut to this many characters
 POLICIES = ("reject", "pay")
 COMMIT_TIMEOUT_S = 5.0  # a spool slower than this counts as failed for that call
+# How long a drained batch waits for a replica to have it (WAIT) before it is
+# sent again on the next pass.
+REPLICA_WAIT_MS = 2000
+
+
+class NotReplicatedError(RedisError):
+    """A drained batch is on the primary but no replica confirmed it in time:
+    it stays in the spool and is sent again (the script skips what is there)."""
+
 
 # Per entry in ARGV after the chain id and maxlen: seq, field count, fields...
 # Only entries above the chain's high-water mark are added: at least once
@@ -240,6 +259,8 @@ class OverrideAudit:
         self._wake = asyncio.Event()
         self._warned_at: float | None = None
         self._drain_script = client.register_script(_DRAIN_LUA)
+        self.replica_wait_ms = REPLICA_WAIT_MS
+        self._info_refused = False
         self._pruned_at = 0.0
         self.on_spool_state: Callable[[bool], Awaitable[None]] | None = None
         self._reported_ok = True
@@ -257,7 +278,7 @@ class OverrideAudit:
         now = f"{time.time():.3f}"
         request_id = REQUEST_ID.get() or ""
         client_identity = CLIENT_IDENTITY.get()
-        channel = "PHARMACY" if request.channel == Channel.PHARMACY else "HOSPITAL"
+        channel = "PHARMACY" if int(request.channel) == Channel.PHARMACY else "HOSPITAL"
         institution = request.institution_code[:MAX_TEXT]
         claim_id = request.claim_id[:MAX_TEXT]
         entries: list[Entry] = []
@@ -441,10 +462,47 @@ class OverrideAudit:
                 argv += (entry["seq"], str(len(entry)))
                 for name, value in entry.items():
                     argv += (name, value)
-            added = await self._drain_script(keys=[self.stream_key, self.chains_key], args=argv)
-            self.recorded += int(added)
-            written += int(added)
+            added = await self._write_replicated(argv)
+            self.recorded += added
+            written += added
             await asyncio.to_thread(spool.mark_drained, int(entries[-1]["seq"]), cursor)
+
+    async def _write_replicated(self, argv: list[str]) -> int:
+        """Run the drain script; when the primary has a replica online, ``WAIT`` for
+        it on the same connection (one pipeline) and raise ``NotReplicatedError``
+        if it did not confirm. Returns the entries the script added."""
+        keys = [self.stream_key, self.chains_key]
+        if not await self._primary_has_replicas():
+            return int(await self._drain_script(keys=keys, args=argv))
+        pipe = self.client.pipeline(transaction=False)
+        await self._drain_script(keys=keys, args=argv, client=pipe)
+        pipe.execute_command("WAIT", 1, self.replica_wait_ms)
+        added, acked = await pipe.execute()
+        if int(acked) < 1:
+            self.recorded += int(added)
+            raise NotReplicatedError(
+                f"override records on the primary, but no replica confirmed them within "
+                f"{self.replica_wait_ms} ms; kept in the spool and sent again"
+            )
+        return int(added)
+
+    async def _primary_has_replicas(self) -> bool:
+        """Whether the primary has a replica online (``INFO replication``); False,
+        said once, when the gateway's Redis user may not run INFO."""
+        if self._info_refused:
+            return False
+        try:
+            info = await self.client.info("replication")
+        except ResponseError as exc:
+            self._info_refused = True
+            log.warning(
+                "override audit: INFO refused, so the drain cannot tell whether the primary "
+                "has replicas and does not wait for one (a failover may lose the last "
+                "records drained); allow +info for the gateway's Redis user",
+                extra={"error": str(exc)[:200]},
+            )
+            return False
+        return online_replicas(info) > 0
 
     async def run(self, interval_s: float = 0.2, max_backoff_s: float = 5.0) -> None:
         """Flush in the background until cancelled."""

@@ -26,7 +26,9 @@ registered staff suspended or terminated on a day (gateway.ops.sanctions), from
 the published snapshot.
 
 Redis: ``--redis-url``/``--prefix``, else ``ELIG_REDIS_URL``/``ELIG_PREFIX``
-as for the gateway (``rediss://user:password@host:port/0`` works).
+as for the gateway (``rediss://user:password@host:port/0`` works), or
+``--redis-sentinel`` + ``--redis-master-name`` (``ELIG_REDIS_SENTINEL``,
+``ELIG_REDIS_MASTER_NAME``): always the primary, which ``--refill-from`` writes to.
 Exit codes: 0 done, 1 nothing published, 2 bad usage or Redis unreachable,
 3 the audit chain is broken (``--verify``).
 """
@@ -49,6 +51,7 @@ from contract.changes import index_version
 from contract.days import CST, date_to_day, today_cst
 from contract.errors import SnapshotError
 from contract.reads import read_decided
+from contract.redis_target import redis_target
 from contract.snapshot import Keys
 from contract.version import version_line
 from gateway.ops.audit import (
@@ -297,6 +300,19 @@ def build_parser(defaults: Settings) -> argparse.ArgumentParser:
             help="Redis the gateways read (default: $ELIG_REDIS_URL)",
         )
         sub.add_argument(
+            "--redis-sentinel",
+            metavar="HOST:PORT,...",
+            default=defaults.redis_sentinel,
+            help="instead of --redis-url: the Sentinels that know the primary (as for the "
+            "gateway; default: $ELIG_REDIS_SENTINEL)",
+        )
+        sub.add_argument(
+            "--redis-master-name",
+            metavar="NAME",
+            default=defaults.redis_master_name,
+            help="with --redis-sentinel: the primary's name (default: $ELIG_REDIS_MASTER_NAME)",
+        )
+        sub.add_argument(
             "--prefix", default=defaults.prefix, help=f"key prefix (default {defaults.prefix!r})"
         )
         sub.add_argument("--format", choices=("table", "csv", "jsonl"), default="table")
@@ -354,10 +370,19 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     args = build_parser(defaults).parse_args(argv)
-    if not args.redis_url:
-        print("error: no Redis: give --redis-url or set ELIG_REDIS_URL", file=sys.stderr)
+    try:
+        target = redis_target(args.redis_url, args.redis_sentinel, args.redis_master_name)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    client = redis.Redis.from_url(args.redis_url, socket_connect_timeout=5)
+    if target is None:
+        print(
+            "error: no Redis: give --redis-url or set ELIG_REDIS_URL (or --redis-sentinel and "
+            "--redis-master-name)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    client = target.client(socket_connect_timeout=5)
     try:
         code: int = args.run(args, client, out or sys.stdout)
         return code
