@@ -24,7 +24,7 @@ from contract.signing import Verifier
 from contract.snapshot import Keys
 from gateway.claimpath import ClaimPath, claim_path
 from gateway.decide import Policy
-from gateway.feed import SnapshotFollower, masked_url
+from gateway.feed import SnapshotFollower
 from gateway.index import Index, IndexHolder
 from gateway.ops.audit import OverrideAudit, spool_dir_for
 from gateway.ops.disk_cache import SnapshotCache
@@ -462,7 +462,8 @@ async def wait_until_loaded(
     started = loop.time()
     report_at = started + min(1.0, report_every_s)
     prefix = gateway.settings.prefix
-    url = masked_url(gateway.settings.redis_url or "")
+    target = redis_of(gateway.settings)
+    url = target.describe() if target is not None else ""
     while gateway.holder.current is None:
         now = loop.time()
         timed_out = timeout_s is not None and now - started > timeout_s

@@ -235,6 +235,8 @@ class FollowerState(Protocol):
     def rejected(self) -> Mapping[str, int]: ...
     @property
     def epoch_changes(self) -> int: ...
+    @property
+    def rollbacks(self) -> int: ...
 
 
 class AuditState(Protocol):
@@ -448,6 +450,12 @@ class StateCollector(Collector):
             f"{NAMESPACE}_epoch_changes",
             "Times the dataset's epoch changed (Redis lost or replaced its data) and was taken.",
             value=follower.epoch_changes,
+        )
+        yield CounterMetricFamily(
+            f"{NAMESPACE}_follower_rollbacks",
+            "Times the follower replaced its index by what Redis holds now, older than what it "
+            "held: writes lost in a failover (issue 15).",
+            value=follower.rollbacks,
         )
         sources = GaugeMetricFamily(
             f"{NAMESPACE}_index_source",
