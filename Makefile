@@ -31,9 +31,9 @@ $(STAMP): pyproject.toml setup.py gateway/kernel.pyx
 	  sys.exit(0 if os.path.exists(os.path.join(h, "Python.h")) else \
 	  "setup: no Python.h in " + h + ": install the Python headers (Debian: apt-get install python3-dev)")'
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	@# Also compiles the claim path (gateway/kernel.pyx) in place; a change to it
+	@# (part of the stamp) runs this again and rebuilds it.
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
-	@# A changed kernel.pyx is rebuilt in place (pip's editable install may keep the old one).
-	$(PY) setup.py -q build_ext --inplace
 	@rm -f $(VENV)/.installed-*; touch $@
 
 # Starts a private redis-server, loads the sample data set through the
