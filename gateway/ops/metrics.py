@@ -10,8 +10,8 @@ claim sizes into arrays itself (``gateway.claimpath.Counters``); they are
 turned into metric families only when Prometheus scrapes (a custom
 collector), as is the state of the index, the snapshot follower and the
 override audit. RPC latency, counts and in-flight requests are recorded by
-the server interceptor (``gateway.ops.interceptors``) with ordinary
-prometheus_client metrics.
+the handler wrappers (``gateway.ops.interceptors``) into ``RpcStats``: plain
+lists, exported at scrape time too.
 
 Names follow the Prometheus conventions: an ``eligibility_`` namespace, base
 units (seconds, bytes; money in fen, the unit on the wire), ``_total`` on
