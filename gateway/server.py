@@ -29,8 +29,8 @@ from gateway.index import Index, IndexHolder
 from gateway.ops.audit import OverrideAudit, spool_dir_for
 from gateway.ops.disk_cache import SnapshotCache
 from gateway.ops.identity import IdentityMap
-from gateway.ops.interceptors import ObservabilityInterceptor, WrappedServer
-from gateway.ops.limits import LimitsInterceptor
+from gateway.ops.interceptors import ObservabilityWrapper, WrappedServer
+from gateway.ops.limits import LimitsWrapper
 from gateway.ops.metrics import GatewayMetrics, build_info
 from gateway.ops.shared_index import SharedSnapshots
 from gateway.ops.spool import Spool
@@ -141,7 +141,7 @@ def build_server(
     # gateway started on a busy port binds beside the first and takes a share
     # of its connections (issue 13); off, the second one's bind fails.
     options.append(("grpc.so_reuseport", 1 if settings.workers > 1 else 0))
-    limits = LimitsInterceptor(
+    limits = LimitsWrapper(
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
         max_open_streams=settings.max_open_streams,
         max_response_bytes=settings.max_message_bytes,
@@ -158,7 +158,7 @@ def build_server(
     # outermost: they see the calls the limits refuse.
     registry = WrappedServer(
         server,
-        (ObservabilityInterceptor(metrics.rpcs), limits) if metrics is not None else (limits,),
+        (ObservabilityWrapper(metrics.rpcs), limits) if metrics is not None else (limits,),
     )
     servicer = EligibilityServicer(
         holder,

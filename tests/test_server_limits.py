@@ -19,7 +19,8 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.stream_pressure import Stream, measure, open_check_claims
-from gateway.ops.limits import LimitsInterceptor
+from gateway.ops.interceptors import WrappedServer
+from gateway.ops.limits import LimitsWrapper
 from proto.eligibility.v1 import eligibility_pb2 as pb
 from proto.eligibility.v1 import eligibility_pb2_grpc as pb_grpc
 from tests.gateway_process import GatewayProcess
@@ -150,14 +151,13 @@ async def slow(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> b
 @pytest.mark.slow
 def test_unary_calls_beyond_the_maximum_are_refused_and_health_checks_never() -> None:
     async def scenario() -> None:
-        limits = LimitsInterceptor(
-            max_concurrent_rpcs=2, max_open_streams=1, max_response_bytes=1000
-        )
-        server = grpc.aio.server(interceptors=[limits])
+        limits = LimitsWrapper(max_concurrent_rpcs=2, max_open_streams=1, max_response_bytes=1000)
+        server = grpc.aio.server()
+        registry = WrappedServer(server, (limits,))  # as gateway.server registers handlers
         handlers = {"Slow": grpc.unary_unary_rpc_method_handler(slow)}
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", handlers),))
+        registry.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", handlers),))
         health = health_aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        health_pb2_grpc.add_HealthServicer_to_server(health, registry)  # type: ignore[arg-type]
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         try:

@@ -23,7 +23,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -45,12 +45,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 if TYPE_CHECKING:  # generic in the stubs only
     Handler = grpc.RpcMethodHandler[Any, Any]
     GenericHandler = grpc.GenericRpcHandler[Any, Any]
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
 else:
     Handler = grpc.RpcMethodHandler
     GenericHandler = grpc.GenericRpcHandler
-    _Interceptor = grpc.aio.ServerInterceptor
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
 
 
 # New request ids: this process's random prefix and a counter (unique across
@@ -124,27 +121,12 @@ class _Call:
             )
 
 
-class WrappingInterceptor(_Interceptor):
-    """An interceptor that wraps each method's handler once (``wrap``) and
-    serves the wrapped handler from a cache after that: no per-call setup."""
-
-    def __init__(self) -> None:
-        self._handlers: dict[str, Handler] = {}
+class HandlerWrapper:
+    """Wraps a method's handler (``wrap``), once, when ``WrappedServer``
+    registers it."""
 
     def wrap(self, method: str, handler: Handler) -> Handler:
         raise NotImplementedError
-
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler:
-        method = handler_call_details.method
-        wrapped = self._handlers.get(method)
-        if wrapped is None:
-            handler: Handler | None = await continuation(handler_call_details)
-            if handler is None:  # unknown method: UNIMPLEMENTED; not cached (unbounded)
-                return handler  # type: ignore[return-value]  # the stubs forget None
-            wrapped = self._handlers[method] = self.wrap(method, handler)
-        return wrapped
 
 
 class WrappedServer:
@@ -160,9 +142,9 @@ class WrappedServer:
     wrapped: gRPC answers UNIMPLEMENTED, as before.
     """
 
-    def __init__(self, server: grpc.aio.Server, wrappers: tuple[WrappingInterceptor, ...]) -> None:
+    def __init__(self, server: grpc.aio.Server, wrappers: tuple[HandlerWrapper, ...]) -> None:
         self.server = server
-        self.wrappers = wrappers  # outermost first, as grpc's interceptors= list
+        self.wrappers = wrappers  # outermost first
 
     def wrap(self, method: str, handler: Handler) -> Handler:
         for wrapper in reversed(self.wrappers):
@@ -200,9 +182,8 @@ class _WrappedGeneric(GenericHandler):
             return wrapped
 
 
-class ObservabilityInterceptor(WrappingInterceptor):
+class ObservabilityWrapper(HandlerWrapper):
     def __init__(self, stats: RpcStats) -> None:
-        super().__init__()
         self.stats = stats
 
     def wrap(self, method: str, handler: Handler) -> Handler:

@@ -17,7 +17,7 @@ sizes; left to gRPC, the send fails after the handler returned and the metrics
 (gateway.ops.interceptors) would count the call OK.
 
 Per call: a counter compare, an increment and a decrement; handlers are
-wrapped once per method.
+wrapped once per method, when registered (gateway.ops.interceptors.WrappedServer).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from gateway.ops.interceptors import Context, Handler, WrappingInterceptor
+from gateway.ops.interceptors import Context, Handler, HandlerWrapper
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 
@@ -53,7 +53,7 @@ class Slots:
         )
 
 
-class LimitsInterceptor(WrappingInterceptor):
+class LimitsWrapper(HandlerWrapper):
     def __init__(
         self,
         *,
@@ -62,7 +62,6 @@ class LimitsInterceptor(WrappingInterceptor):
         max_response_bytes: int,
         exempt_services: tuple[str, ...] = (HEALTH_SERVICE,),
     ) -> None:
-        super().__init__()
         self.unary = Slots("unary calls", "--max-concurrent-rpcs", max_concurrent_rpcs)
         self.streams = Slots("streams", "--max-open-streams", max_open_streams)
         self.max_response_bytes = max_response_bytes
@@ -98,12 +97,12 @@ class LimitsInterceptor(WrappingInterceptor):
         return grpc.stream_stream_rpc_method_handler(behavior, **kwargs)
 
     async def _refuse_size(self, data: bytes, context: Context) -> None:
-        if len(data) > self.max_response_bytes:
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"response of {len(data)} bytes is larger than the maximum message size "
-                f"({self.max_response_bytes} bytes, --max-message-bytes)",
-            )
+        """End the call: ``data`` is larger than the maximum message size."""
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"response of {len(data)} bytes is larger than the maximum message size "
+            f"({self.max_response_bytes} bytes, --max-message-bytes)",
+        )
 
     def _unary(
         self, behavior: Callable[..., Any], serialize: Callable[[Any], bytes], slots: Slots
